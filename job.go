@@ -1,0 +1,135 @@
+package gef
+
+import "time"
+
+// JobState is where a job is in its life. The order of the non-final states
+// is the order a job moves through them; a job never moves backwards.
+type JobState string
+
+// The states a job moves through. Exactly one of the last four ends it.
+const (
+	JobQueued        JobState = "queued"
+	JobAssigned      JobState = "assigned"
+	JobFetchingImage JobState = "fetching_image"
+	JobRunning       JobState = "running"
+	JobStaging       JobState = "staging"
+	JobSucceeded     JobState = "succeeded"
+	JobFailed        JobState = "failed"       // the service exited non-zero, ran out of memory or time
+	JobSystemError   JobState = "system_error" // GEF, the engine or the node failed, not the service
+	JobCanceled      JobState = "canceled"
+)
+
+// JobStates lists every state in life order.
+var JobStates = []JobState{JobQueued, JobAssigned, JobFetchingImage, JobRunning, JobStaging,
+	JobSucceeded, JobFailed, JobSystemError, JobCanceled}
+
+// Final reports whether s ends a job.
+func (s JobState) Final() bool {
+	switch s {
+	case JobSucceeded, JobFailed, JobSystemError, JobCanceled:
+		return true
+	}
+	return false
+}
+
+// Valid reports whether s is a known state.
+func (s JobState) Valid() bool { return s.rank() >= 0 }
+
+func (s JobState) rank() int {
+	switch s {
+	case JobQueued:
+		return 0
+	case JobAssigned:
+		return 1
+	case JobFetchingImage:
+		return 2
+	case JobRunning:
+		return 3
+	case JobStaging:
+		return 4
+	case JobSucceeded, JobFailed, JobSystemError, JobCanceled:
+		return 5
+	}
+	return -1
+}
+
+// CanMoveTo reports whether a job in state s may move to next. Reports from
+// nodes can arrive twice or late; only forward moves are applied.
+func (s JobState) CanMoveTo(next JobState) bool {
+	if s.Final() || !next.Valid() {
+		return false
+	}
+	return next.rank() > s.rank()
+}
+
+// Job is one run of one service version on bound datasets.
+type Job struct {
+	ID          string            `json:"id"`
+	State       JobState          `json:"state"`
+	Reason      string            `json:"reason,omitempty"` // why it ended, when not plain success
+	ExitCode    *int              `json:"exit_code"`
+	Service     string            `json:"service"`
+	Version     string            `json:"version"`
+	ImageDigest string            `json:"image_digest"`
+	Node        string            `json:"node"`
+	Inputs      map[string]string `json:"inputs"` // input name → dataset name
+	Params      map[string]any    `json:"params"`
+	Argv        []string          `json:"argv"`
+	Outputs     []OutputFile      `json:"outputs"`
+	Owner       string            `json:"owner"`
+	Attempt     int               `json:"attempt"`
+	// CancelRequested is set when a cancel reached a job that a node holds;
+	// the job turns canceled once the node has stopped its container.
+	CancelRequested bool       `json:"cancel_requested"`
+	Timestamps      Timestamps `json:"timestamps"`
+}
+
+// Timestamps records when a job entered each phase, so queue wait, image
+// fetch, run and staging times can be read off every job.
+type Timestamps struct {
+	Queued        time.Time  `json:"queued"`
+	Assigned      *time.Time `json:"assigned,omitempty"`
+	FetchingImage *time.Time `json:"fetching_image,omitempty"`
+	Running       *time.Time `json:"running,omitempty"`
+	Staging       *time.Time `json:"staging,omitempty"`
+	Finished      *time.Time `json:"finished,omitempty"`
+}
+
+// OutputFile is one staged result file.
+type OutputFile struct {
+	Name   string `json:"name"` // the service's declared output
+	Path   string `json:"path"` // relative to that output's directory, slash-separated
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// OutputKey is where an output file lives in the object store.
+func OutputKey(jobID, output, path string) string {
+	return "jobs/" + jobID + "/" + output + "/" + path
+}
+
+// JobRequest asks for a run. See the contract in api/openapi.yaml.
+type JobRequest struct {
+	Service string            `json:"service"`
+	Version string            `json:"version,omitempty"`
+	Inputs  map[string]string `json:"inputs,omitempty"`
+	Dataset string            `json:"dataset,omitempty"` // shorthand for a single-input service
+	Params  map[string]any    `json:"params,omitempty"`
+}
+
+// JobFilter selects jobs for a list. Empty fields match everything.
+type JobFilter struct {
+	State     JobState
+	Service   string
+	Dataset   string
+	Node      string
+	Owner     string
+	Limit     int
+	PageToken string // an id: list jobs older than it
+}
+
+// Page is one page of a list.
+type Page[T any] struct {
+	Items         []T    `json:"items"`
+	NextPageToken string `json:"next_page_token"`
+}

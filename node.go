@@ -1,0 +1,129 @@
+package gef
+
+import "time"
+
+// NodeState is what the scheduler knows of a node.
+type NodeState string
+
+// Node states. Only ready nodes are given new jobs.
+const (
+	NodeReady    NodeState = "ready"
+	NodeDraining NodeState = "draining" // finishes what it runs, takes nothing new
+	NodeDown     NodeState = "down"     // missed its heartbeats
+)
+
+// Node is a gef-node agent that sits beside some datasets.
+type Node struct {
+	Name          string    `json:"name"`
+	State         NodeState `json:"state"`
+	Capacity      int       `json:"capacity"`
+	Running       int       `json:"running"`
+	Datasets      []string  `json:"datasets"`
+	EngineVersion string    `json:"engine_version"`
+	EngineAPI     string    `json:"engine_api_version"`
+	AgentVersion  string    `json:"agent_version"`
+	RegisteredAt  time.Time `json:"registered_at"`
+	LastSeen      time.Time `json:"last_seen"`
+}
+
+// Dataset is named data that one or more nodes hold on local disk.
+type Dataset struct {
+	Name        string    `json:"name"`
+	Description string    `json:"description,omitempty"`
+	Nodes       []string  `json:"nodes"`
+	Size        int64     `json:"size"`
+	Files       int64     `json:"files"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// The node protocol: a node dials out to the manager, registers, then
+// long-polls for work. Nothing here needs an inbound port on the node.
+
+// NodeRegistration is what a node says of itself when it (re)connects.
+type NodeRegistration struct {
+	Name          string        `json:"name"`
+	Capacity      int           `json:"capacity"`
+	Datasets      []NodeDataset `json:"datasets"`
+	Images        []NodeImage   `json:"images"`
+	EngineVersion string        `json:"engine_version"`
+	EngineAPI     string        `json:"engine_api_version"`
+	AgentVersion  string        `json:"agent_version"`
+}
+
+// NodeDataset is a dataset as a node sees it on disk.
+type NodeDataset struct {
+	Name  string `json:"name"`
+	Size  int64  `json:"size"`
+	Files int64  `json:"files"`
+}
+
+// NodeImage is a GEF service image present on a node's engine.
+type NodeImage struct {
+	ID         string            `json:"id"`
+	Labels     map[string]string `json:"labels"`
+	Entrypoint []string          `json:"entrypoint"`
+	Cmd        []string          `json:"cmd"`
+}
+
+// PollRequest is a node's long poll. It doubles as its heartbeat.
+type PollRequest struct {
+	Free    int      `json:"free"`    // slots the node can fill now
+	Running []string `json:"running"` // ids of the jobs the node holds
+	WaitMS  int      `json:"wait_ms"` // how long the manager may hold the poll
+}
+
+// PollResponse hands a node new work and the jobs it must stop.
+type PollResponse struct {
+	Jobs   []Assignment `json:"jobs"`
+	Cancel []string     `json:"cancel"`
+}
+
+// Assignment is everything a node needs to run one job.
+type Assignment struct {
+	JobID       string      `json:"job_id"`
+	Attempt     int         `json:"attempt"`
+	ImageDigest string      `json:"image_digest"`
+	Argv        []string    `json:"argv"` // the whole argv: entrypoint, cmd, then parameters
+	Mounts      []Mount     `json:"mounts"`
+	Files       []InputFile `json:"files,omitempty"`
+	Outputs     []Output    `json:"outputs"`
+	Resources   Resources   `json:"resources"`
+	Network     bool        `json:"network"`
+}
+
+// Mount binds a dataset read-only at Path in the container.
+type Mount struct {
+	Input   string `json:"input"`
+	Dataset string `json:"dataset"`
+	Path    string `json:"path"`
+}
+
+// InputFile is literal text written read-only into the container.
+type InputFile struct {
+	Input   string `json:"input"`
+	Path    string `json:"path"` // the full path in the container
+	Content string `json:"content"`
+}
+
+// JobReport moves a job forward. Reports are idempotent: a report of a state
+// the job already passed is accepted and ignored.
+type JobReport struct {
+	State       JobState     `json:"state"`
+	Attempt     int          `json:"attempt"`
+	At          time.Time    `json:"at"`
+	ImageDigest string       `json:"image_digest,omitempty"`
+	ExitCode    *int         `json:"exit_code,omitempty"`
+	Reason      string       `json:"reason,omitempty"`
+	Outputs     []OutputFile `json:"outputs,omitempty"`
+}
+
+// UploadRequest asks for upload URLs for a job's output files.
+type UploadRequest struct {
+	Files []OutputFile `json:"files"` // Name and Path are used
+}
+
+// UploadResponse maps each requested file, as Name+"/"+Path, to a URL that
+// accepts one PUT of its bytes.
+type UploadResponse struct {
+	URLs map[string]string `json:"urls"`
+}
