@@ -1,0 +1,253 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/eudat-gef/gef"
+)
+
+// RegisterNode records a node, its datasets and its images as it reports
+// them. A draining node stays draining across reconnects; a node that was
+// down is ready again.
+func (s *Store) RegisterNode(ctx context.Context, reg gef.NodeRegistration, at time.Time) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO nodes (name, state, capacity, engine_version, engine_api, agent_version, registered_at, last_seen)
+			VALUES (?, 'ready', ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET capacity = excluded.capacity, engine_version = excluded.engine_version,
+				engine_api = excluded.engine_api, agent_version = excluded.agent_version, last_seen = excluded.last_seen,
+				state = CASE WHEN nodes.state = 'draining' THEN 'draining' ELSE 'ready' END`),
+			reg.Name, reg.Capacity, reg.EngineVersion, reg.EngineAPI, reg.AgentVersion, micros(at), micros(at))
+		if err != nil {
+			return fmt.Errorf("store: register node %q: %w", reg.Name, classify(err))
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM node_datasets WHERE node = ?`), reg.Name); err != nil {
+			return fmt.Errorf("store: register node datasets: %w", classify(err))
+		}
+		for _, d := range reg.Datasets {
+			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO datasets (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`),
+				d.Name, micros(at)); err != nil {
+				return fmt.Errorf("store: register dataset %q: %w", d.Name, classify(err))
+			}
+			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO node_datasets (node, dataset, size, files) VALUES (?, ?, ?, ?)`),
+				reg.Name, d.Name, d.Size, d.Files); err != nil {
+				return fmt.Errorf("store: register node dataset %q: %w", d.Name, classify(err))
+			}
+		}
+		return s.setImages(ctx, tx, reg.Name, reg.Images)
+	})
+}
+
+func (s *Store) setImages(ctx context.Context, tx *sqlx.Tx, node string, images []gef.NodeImage) error {
+	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM node_images WHERE node = ?`), node); err != nil {
+		return fmt.Errorf("store: node images: %w", classify(err))
+	}
+	for _, img := range images {
+		info, err := json.Marshal(img)
+		if err != nil {
+			return fmt.Errorf("store: node image: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO node_images (node, image_id, info) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`),
+			node, img.ID, string(info)); err != nil {
+			return fmt.Errorf("store: node image %s: %w", img.ID, classify(err))
+		}
+	}
+	return nil
+}
+
+// TouchNode records that a node was heard from, and returns its state. A
+// node that was marked down comes back ready.
+func (s *Store) TouchNode(ctx context.Context, name string, at time.Time) (gef.NodeState, error) {
+	var state string
+	err := s.db.GetContext(ctx, &state, s.q(`UPDATE nodes SET last_seen = ?,
+		state = CASE WHEN state = 'down' THEN 'ready' ELSE state END WHERE name = ? RETURNING state`), micros(at), name)
+	if err != nil {
+		return "", fmt.Errorf("store: touch node %q: %w", name, classify(err))
+	}
+	return gef.NodeState(state), nil
+}
+
+// SetNodeState sets a node's state, e.g. to drain it.
+func (s *Store) SetNodeState(ctx context.Context, name string, state gef.NodeState) error {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE nodes SET state = ? WHERE name = ?`), string(state), name)
+	if err != nil {
+		return fmt.Errorf("store: node state: %w", classify(err))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("store: node %q: %w", name, gef.ErrNotFound)
+	}
+	return nil
+}
+
+type nodeRow struct {
+	Name          string `db:"name"`
+	State         string `db:"state"`
+	Capacity      int    `db:"capacity"`
+	EngineVersion string `db:"engine_version"`
+	EngineAPI     string `db:"engine_api"`
+	AgentVersion  string `db:"agent_version"`
+	RegisteredAt  int64  `db:"registered_at"`
+	LastSeen      int64  `db:"last_seen"`
+	Running       int    `db:"running"`
+}
+
+const nodeSelect = `SELECT n.*, (SELECT COUNT(*) FROM jobs j WHERE j.node = n.name
+	AND j.state IN ('assigned', 'fetching_image', 'running', 'staging')) AS running FROM nodes n`
+
+// Nodes lists every node by name.
+func (s *Store) Nodes(ctx context.Context) ([]gef.Node, error) {
+	var rows []nodeRow
+	if err := s.db.SelectContext(ctx, &rows, nodeSelect+` ORDER BY n.name`); err != nil {
+		return nil, fmt.Errorf("store: nodes: %w", classify(err))
+	}
+	held, err := s.nodeDatasets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]gef.Node, len(rows))
+	for i, r := range rows {
+		out[i] = r.node(held[r.Name])
+	}
+	return out, nil
+}
+
+// Node returns one node.
+func (s *Store) Node(ctx context.Context, name string) (gef.Node, error) {
+	var r nodeRow
+	if err := s.db.GetContext(ctx, &r, s.q(nodeSelect+` WHERE n.name = ?`), name); err != nil {
+		return gef.Node{}, fmt.Errorf("store: node %q: %w", name, classify(err))
+	}
+	var ds []string
+	if err := s.db.SelectContext(ctx, &ds, s.q(`SELECT dataset FROM node_datasets WHERE node = ? ORDER BY dataset`), name); err != nil {
+		return gef.Node{}, fmt.Errorf("store: node datasets: %w", classify(err))
+	}
+	return r.node(ds), nil
+}
+
+func (r nodeRow) node(datasets []string) gef.Node {
+	if datasets == nil {
+		datasets = []string{}
+	}
+	return gef.Node{Name: r.Name, State: gef.NodeState(r.State), Capacity: r.Capacity, Running: r.Running,
+		Datasets: datasets, EngineVersion: r.EngineVersion, EngineAPI: r.EngineAPI, AgentVersion: r.AgentVersion,
+		RegisteredAt: fromMicros(r.RegisteredAt), LastSeen: fromMicros(r.LastSeen)}
+}
+
+func (s *Store) nodeDatasets(ctx context.Context) (map[string][]string, error) {
+	var rows []struct {
+		Node    string `db:"node"`
+		Dataset string `db:"dataset"`
+	}
+	if err := s.db.SelectContext(ctx, &rows, `SELECT node, dataset FROM node_datasets ORDER BY node, dataset`); err != nil {
+		return nil, fmt.Errorf("store: node datasets: %w", classify(err))
+	}
+	m := map[string][]string{}
+	for _, r := range rows {
+		m[r.Node] = append(m[r.Node], r.Dataset)
+	}
+	return m, nil
+}
+
+// NodesHolding returns the nodes that hold every one of datasets.
+func (s *Store) NodesHolding(ctx context.Context, datasets []string) ([]string, error) {
+	held, err := s.nodeDatasets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for node, ds := range held {
+		if containsAll(ds, datasets) {
+			out = append(out, node)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func containsAll(have, want []string) bool {
+	set := make(map[string]bool, len(have))
+	for _, h := range have {
+		set[h] = true
+	}
+	for _, w := range want {
+		if !set[w] {
+			return false
+		}
+	}
+	return true
+}
+
+// NodeImage returns what a node reported of a local image.
+func (s *Store) NodeImage(ctx context.Context, imageID string) (gef.NodeImage, error) {
+	var info string
+	if err := s.db.GetContext(ctx, &info, s.q(`SELECT info FROM node_images WHERE image_id = ? LIMIT 1`), imageID); err != nil {
+		return gef.NodeImage{}, fmt.Errorf("store: image %s on no node: %w", imageID, classify(err))
+	}
+	var img gef.NodeImage
+	if err := json.Unmarshal([]byte(info), &img); err != nil {
+		return gef.NodeImage{}, fmt.Errorf("store: image %s: %w", imageID, err)
+	}
+	return img, nil
+}
+
+type datasetRow struct {
+	Name        string `db:"name"`
+	Description string `db:"description"`
+	CreatedAt   int64  `db:"created_at"`
+	Size        int64  `db:"size"`
+	Files       int64  `db:"files"`
+}
+
+const datasetSelect = `SELECT d.name, d.description, d.created_at,
+	COALESCE((SELECT MAX(size) FROM node_datasets nd WHERE nd.dataset = d.name), 0) AS size,
+	COALESCE((SELECT MAX(files) FROM node_datasets nd WHERE nd.dataset = d.name), 0) AS files FROM datasets d`
+
+// Datasets lists every dataset by name, with the nodes that hold it.
+func (s *Store) Datasets(ctx context.Context) ([]gef.Dataset, error) {
+	var rows []datasetRow
+	if err := s.db.SelectContext(ctx, &rows, datasetSelect+` ORDER BY d.name`); err != nil {
+		return nil, fmt.Errorf("store: datasets: %w", classify(err))
+	}
+	var links []struct {
+		Node    string `db:"node"`
+		Dataset string `db:"dataset"`
+	}
+	if err := s.db.SelectContext(ctx, &links, `SELECT node, dataset FROM node_datasets ORDER BY dataset, node`); err != nil {
+		return nil, fmt.Errorf("store: dataset nodes: %w", classify(err))
+	}
+	nodes := map[string][]string{}
+	for _, l := range links {
+		nodes[l.Dataset] = append(nodes[l.Dataset], l.Node)
+	}
+	out := make([]gef.Dataset, len(rows))
+	for i, r := range rows {
+		out[i] = r.dataset(nodes[r.Name])
+	}
+	return out, nil
+}
+
+// Dataset returns one dataset.
+func (s *Store) Dataset(ctx context.Context, name string) (gef.Dataset, error) {
+	var r datasetRow
+	if err := s.db.GetContext(ctx, &r, s.q(datasetSelect+` WHERE d.name = ?`), name); err != nil {
+		return gef.Dataset{}, fmt.Errorf("store: dataset %q: %w", name, classify(err))
+	}
+	var nodes []string
+	if err := s.db.SelectContext(ctx, &nodes, s.q(`SELECT node FROM node_datasets WHERE dataset = ? ORDER BY node`), name); err != nil {
+		return gef.Dataset{}, fmt.Errorf("store: dataset nodes: %w", classify(err))
+	}
+	return r.dataset(nodes), nil
+}
+
+func (r datasetRow) dataset(nodes []string) gef.Dataset {
+	if nodes == nil {
+		nodes = []string{}
+	}
+	return gef.Dataset{Name: r.Name, Description: r.Description, Nodes: nodes, Size: r.Size, Files: r.Files,
+		CreatedAt: fromMicros(r.CreatedAt)}
+}
