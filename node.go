@@ -69,7 +69,10 @@ type NodeImage struct {
 type PollRequest struct {
 	Free    int      `json:"free"`    // slots the node can fill now
 	Running []string `json:"running"` // ids of the jobs the node holds
-	WaitMS  int      `json:"wait_ms"` // how long the manager may hold the poll
+	// Stopping lists jobs the node is already stopping, so the manager
+	// does not answer at once with the same cancel again.
+	Stopping []string `json:"stopping,omitempty"`
+	WaitMS   int      `json:"wait_ms"` // how long the manager may hold the poll
 }
 
 // PollResponse hands a node new work and the jobs it must stop.
