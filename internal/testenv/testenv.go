@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/client"
 	_ "github.com/lib/pq" // the PostgreSQL driver
 )
 
@@ -105,6 +106,23 @@ func MinIO(t testing.TB) MinIOConfig {
 	}
 	conn.Close()
 	return c
+}
+
+// Docker checks that the Docker engine answers, negotiating the API version
+// as the runtime does, and stops t through Unavailable if it does not.
+func Docker(t testing.TB) {
+	t.Helper()
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		Unavailable(t, "the Docker engine", err)
+		return
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := cli.Ping(ctx); err != nil {
+		Unavailable(t, "the Docker engine at "+cli.DaemonHost(), err)
+	}
 }
 
 // Bucket returns a bucket name unique to this call, for test isolation.

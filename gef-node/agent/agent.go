@@ -1,0 +1,370 @@
+// Package agent is the gef-node agent: it dials out to the manager,
+// registers the datasets it holds, long-polls for jobs, runs each in a
+// sandboxed container through a Runtime with the datasets mounted
+// read-only, stages the outputs into the object store through presigned
+// URLs, and reports every step.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/eudat-gef/gef"
+	"github.com/eudat-gef/gef/volumes"
+)
+
+// Config is a node's configuration. Zero fields take the defaults stated.
+type Config struct {
+	// Name is the node's name; its credential must be for this name.
+	Name string
+	// Datasets are the datasets this node holds.
+	Datasets []volumes.Dataset
+	// WorkDir holds each job's output directories until they are staged.
+	WorkDir string
+	// Capacity is how many jobs run at once. Default: the number of CPUs.
+	Capacity int
+	// PollWait is how long the manager may hold a poll. Default 10 s.
+	PollWait time.Duration
+	// Limits applied to every container unless the service asks for less
+	// (or, within MaxMemoryBytes and MaxCPUs, for more).
+	DefaultMemoryBytes int64         // default 2 GiB
+	MaxMemoryBytes     int64         // default 16 GiB
+	DefaultCPUs        float64       // default 1
+	MaxCPUs            float64       // default: the number of CPUs
+	PidsLimit          int64         // default 512
+	DefaultTimeout     time.Duration // default 24 h
+	MaxTimeout         time.Duration // default 7 days
+	// User runs containers whose image would run as root. Default 65534:65534.
+	User string
+	// LogLimitBytes caps the output kept of one job. Default 64 MiB.
+	LogLimitBytes int64
+	// StopGrace is the time between SIGTERM and SIGKILL. Default 10 s.
+	StopGrace time.Duration
+	// UploadConcurrency is how many files are uploaded at once. Default 4.
+	UploadConcurrency int
+}
+
+func (c *Config) setDefaults() {
+	def := func(v *int64, d int64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if c.Capacity == 0 {
+		c.Capacity = runtime.NumCPU()
+	}
+	if c.PollWait == 0 {
+		c.PollWait = 10 * time.Second
+	}
+	def(&c.DefaultMemoryBytes, 2<<30)
+	def(&c.MaxMemoryBytes, 16<<30)
+	def(&c.PidsLimit, 512)
+	def(&c.LogLimitBytes, 64<<20)
+	if c.DefaultCPUs == 0 {
+		c.DefaultCPUs = 1
+	}
+	if c.MaxCPUs == 0 {
+		c.MaxCPUs = float64(runtime.NumCPU())
+	}
+	if c.DefaultTimeout == 0 {
+		c.DefaultTimeout = 24 * time.Hour
+	}
+	if c.MaxTimeout == 0 {
+		c.MaxTimeout = 7 * 24 * time.Hour
+	}
+	if c.User == "" {
+		c.User = "65534:65534"
+	}
+	if c.StopGrace == 0 {
+		c.StopGrace = 10 * time.Second
+	}
+	if c.UploadConcurrency == 0 {
+		c.UploadConcurrency = 4
+	}
+}
+
+// Validate reports a configuration the agent cannot run with.
+func (c Config) Validate() error {
+	c.setDefaults()
+	switch {
+	case c.Name == "":
+		return errors.New("agent: a node name is required")
+	case c.WorkDir == "":
+		return errors.New("agent: a work directory is required")
+	case c.Capacity < 1:
+		return errors.New("agent: capacity must be at least 1")
+	case c.DefaultMemoryBytes > c.MaxMemoryBytes || c.DefaultCPUs > c.MaxCPUs || c.DefaultTimeout > c.MaxTimeout:
+		return errors.New("agent: a default limit is above its maximum")
+	}
+	seen := map[string]bool{}
+	for _, d := range c.Datasets {
+		if seen[d.Name] {
+			return fmt.Errorf("agent: dataset %q is given twice", d.Name)
+		}
+		seen[d.Name] = true
+		if err := d.Check(); err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+	}
+	return nil
+}
+
+// Manager is the part of the manager's API a node uses; *client.Client
+// implements it.
+type Manager interface {
+	Register(ctx context.Context, reg gef.NodeRegistration) error
+	Poll(ctx context.Context, req gef.PollRequest) (gef.PollResponse, error)
+	Report(ctx context.Context, id string, r gef.JobReport) (gef.Job, error)
+	AppendLog(ctx context.Context, id string, attempt, seq int, stream string, data []byte) error
+	UploadURLs(ctx context.Context, id string, files []gef.OutputFile) (map[string]string, error)
+}
+
+// Agent runs a node.
+type Agent struct {
+	cfg      Config
+	rt       Runtime
+	mgr      Manager
+	log      *slog.Logger
+	http     *http.Client // for presigned uploads
+	datasets map[string]string
+	engine   EngineInfo
+
+	mu    sync.Mutex
+	tasks map[string]*task
+	// shutdownReason ends the jobs still running when the agent stops.
+	shutdownReason string
+	registered     chan struct{}
+	wg    sync.WaitGroup
+}
+
+// Label keys set on every container the agent makes.
+const (
+	LabelJob     = "org.eudat.gef.job"
+	LabelAttempt = "org.eudat.gef.attempt"
+	LabelNode    = "org.eudat.gef.node"
+)
+
+// New makes an agent.
+func New(cfg Config, rt Runtime, mgr Manager, log *slog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	ds := map[string]string{}
+	for _, d := range cfg.Datasets {
+		ds[d.Name] = d.Dir
+	}
+	return &Agent{cfg: cfg, rt: rt, mgr: mgr, log: log, http: &http.Client{}, datasets: ds, tasks: map[string]*task{},
+		shutdownReason: "the node agent shut down", registered: make(chan struct{})}, nil
+}
+
+// Run serves jobs until ctx ends, then stops the running containers and
+// waits for their reports.
+func (a *Agent) Run(ctx context.Context) error {
+	info, err := a.rt.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("agent: engine: %w", err)
+	}
+	a.engine = info
+	a.log.Info("container engine", "version", info.Version, "api_version", info.APIVersion, "os", info.OS,
+		"arch", info.Arch, "runtime", info.Runtime)
+	if err := os.MkdirAll(filepath.Join(a.cfg.WorkDir, "jobs"), 0o755); err != nil {
+		return fmt.Errorf("agent: work dir: %w", err)
+	}
+	if err := a.removeStale(ctx); err != nil {
+		return err
+	}
+	reg, err := a.registration(ctx)
+	if err != nil {
+		return err
+	}
+	if err := a.register(ctx, reg); err != nil {
+		return err
+	}
+	a.log.Info("node registered", "node", a.cfg.Name, "datasets", len(reg.Datasets), "capacity", a.cfg.Capacity)
+	close(a.registered)
+
+	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	for ctx.Err() == nil {
+		resp, err := a.mgr.Poll(ctx, a.pollRequest())
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if errors.Is(err, gef.ErrConflict) { // the manager forgot us
+				if err := a.register(ctx, reg); err != nil {
+					break
+				}
+				continue
+			}
+			a.log.Warn("poll failed", "err", err)
+			backoff.wait(ctx)
+			continue
+		}
+		backoff.reset()
+		for _, id := range resp.Cancel {
+			a.cancel(id)
+		}
+		for _, job := range resp.Jobs {
+			a.start(ctx, job)
+		}
+	}
+	a.mu.Lock()
+	for _, t := range a.tasks {
+		t.stop(a.shutdownReason)
+	}
+	a.mu.Unlock()
+	a.wg.Wait()
+	return nil
+}
+
+// Registered is closed once the manager has taken the node's first
+// registration.
+func (a *Agent) Registered() <-chan struct{} { return a.registered }
+
+func (a *Agent) registration(ctx context.Context) (gef.NodeRegistration, error) {
+	reg := gef.NodeRegistration{Name: a.cfg.Name, Capacity: a.cfg.Capacity, EngineVersion: a.engine.Version,
+		EngineAPI: a.engine.APIVersion, AgentVersion: gef.Version, Datasets: []gef.NodeDataset{}, Images: []gef.NodeImage{}}
+	for _, d := range a.cfg.Datasets {
+		files, size, err := d.Stat(ctx)
+		if err != nil {
+			return reg, fmt.Errorf("agent: %w", err)
+		}
+		reg.Datasets = append(reg.Datasets, gef.NodeDataset{Name: d.Name, Files: files, Size: size})
+	}
+	imgs, err := a.rt.Images(ctx, "eudat.gef.service.name")
+	if err != nil {
+		return reg, fmt.Errorf("agent: list images: %w", err)
+	}
+	for _, img := range imgs {
+		reg.Images = append(reg.Images, gef.NodeImage{ID: img.ID, Labels: img.Labels, Entrypoint: img.Entrypoint, Cmd: img.Cmd})
+	}
+	return reg, nil
+}
+
+// register retries until the manager takes the registration or ctx ends.
+func (a *Agent) register(ctx context.Context, reg gef.NodeRegistration) error {
+	backoff := newBackoff(200*time.Millisecond, 10*time.Second)
+	for {
+		err := a.mgr.Register(ctx, reg)
+		if err == nil {
+			return nil
+		}
+		if !retryable(err) {
+			return fmt.Errorf("agent: register: %w", err)
+		}
+		a.log.Warn("register failed; retrying", "err", err)
+		if !backoff.wait(ctx) {
+			return ctx.Err()
+		}
+	}
+}
+
+// Refresh re-registers, e.g. after an image was loaded.
+func (a *Agent) Refresh(ctx context.Context) error {
+	reg, err := a.registration(ctx)
+	if err != nil {
+		return err
+	}
+	return a.register(ctx, reg)
+}
+
+func (a *Agent) pollRequest() gef.PollRequest {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	req := gef.PollRequest{Free: a.cfg.Capacity - len(a.tasks), WaitMS: int(a.cfg.PollWait / time.Millisecond),
+		Running: []string{}}
+	for id, t := range a.tasks {
+		req.Running = append(req.Running, id)
+		if t.stopping() {
+			req.Stopping = append(req.Stopping, id)
+		}
+	}
+	sort.Strings(req.Running)
+	sort.Strings(req.Stopping)
+	return req
+}
+
+func (a *Agent) start(ctx context.Context, job gef.Assignment) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.tasks[job.JobID]; ok {
+		return
+	}
+	t := newTask(a, job)
+	a.tasks[job.JobID] = t
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		t.run(context.WithoutCancel(ctx))
+		a.mu.Lock()
+		delete(a.tasks, job.JobID)
+		a.mu.Unlock()
+	}()
+}
+
+func (a *Agent) cancel(id string) {
+	a.mu.Lock()
+	t, ok := a.tasks[id]
+	a.mu.Unlock()
+	if ok {
+		t.stop("")
+	}
+}
+
+// removeStale removes containers a previous run of this node left behind.
+// Their jobs were not reported as running by this process, so the manager
+// has ended them.
+func (a *Agent) removeStale(ctx context.Context) error {
+	stale, err := a.rt.Containers(ctx, map[string]string{LabelNode: a.cfg.Name})
+	if err != nil {
+		return fmt.Errorf("agent: list containers: %w", err)
+	}
+	for _, c := range stale {
+		a.log.Warn("removing a container left by an earlier run", "container", c.ID, "job", c.Labels[LabelJob])
+		if err := a.rt.Remove(ctx, c.ID); err != nil {
+			return fmt.Errorf("agent: remove stale container: %w", err)
+		}
+	}
+	return nil
+}
+
+// retryable reports whether an error from the manager may pass: anything
+// but a refusal of the request itself.
+func retryable(err error) bool {
+	for _, permanent := range []error{gef.ErrInvalid, gef.ErrNotFound, gef.ErrConflict, gef.ErrForbidden, gef.ErrUnauthorized} {
+		if errors.Is(err, permanent) {
+			return false
+		}
+	}
+	return true
+}
+
+// backoff is a capped exponential wait that ends early when ctx does.
+type backoff struct{ min, max, cur time.Duration }
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
+
+func (b *backoff) reset() { b.cur = b.min }
+
+// wait sleeps for the current delay and doubles it; false if ctx ended.
+func (b *backoff) wait(ctx context.Context) bool {
+	t := time.NewTimer(b.cur)
+	defer t.Stop()
+	b.cur = min(b.cur*2, b.max)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
