@@ -158,7 +158,7 @@ func classify(err error) error {
 		return nil
 	}
 	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("%w: %w", gef.ErrNotFound, err)
+		return gef.ErrNotFound
 	}
 	var pqErr *pq.Error
 	if errors.As(err, &pqErr) {

@@ -143,7 +143,7 @@ type Agent struct {
 	// shutdownReason ends the jobs still running when the agent stops.
 	shutdownReason string
 	registered     chan struct{}
-	wg    sync.WaitGroup
+	wg             sync.WaitGroup
 }
 
 // Label keys set on every container the agent makes.

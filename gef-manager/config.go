@@ -1,0 +1,177 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/eudat-gef/gef/gef-manager/manager"
+)
+
+// Config is gef-manager's configuration. Flags set it; secrets come only
+// from the environment or from files, never from flags, which show in ps.
+type Config struct {
+	// Addr is where the HTTP API listens.
+	Addr string
+	// PublicURL is how nodes and browsers reach the manager; default
+	// http(s)://Addr.
+	PublicURL string
+	// Dev runs everything in one process: SQLite, a local object store, an
+	// in-process node agent on the local Docker engine and a demo service.
+	Dev bool
+	// Demo, in dev mode, runs the demo job once the manager is up.
+	Demo bool
+	// DataDir holds the SQLite database, the local object store, keys and
+	// the admin token in dev mode.
+	DataDir string
+	// Database is postgres://… or sqlite:PATH (env GEF_DATABASE_URL).
+	// Default in dev mode: sqlite:DataDir/gef.db.
+	Database string
+	// S3 selects MinIO/S3 for results; empty means a local directory store
+	// under DataDir. Credentials: GEF_S3_ACCESS_KEY, GEF_S3_SECRET_KEY (or
+	// the files named by GEF_S3_ACCESS_KEY_FILE, GEF_S3_SECRET_KEY_FILE).
+	S3Endpoint, S3Bucket string
+	S3SSL                bool
+	s3Access, s3Secret   string
+	// JWTKeyFile holds the Ed25519 signing key (PEM, PKCS#8); it is made
+	// if missing. Default DataDir/keys/jwt.pem.
+	JWTKeyFile string
+	// JWTOldKeyFiles still verify tokens after a key rotation.
+	JWTOldKeyFiles []string
+	// AdminTokenFile, if set, receives an API token for the admin user at
+	// start-up. Dev mode sets DataDir/admin.token.
+	AdminTokenFile string
+	// TLSCert and TLSKey make the manager serve HTTPS.
+	TLSCert, TLSKey string
+	// Manager tunes the core.
+	Manager manager.Config
+	// LogLevel is debug, info, warn or error; LogJSON switches to JSON logs.
+	LogLevel string
+	LogJSON  bool
+	// Node settings for the in-process node of dev mode.
+	NodeCapacity int
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func parseFlags(args []string) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("gef-manager", flag.ContinueOnError)
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address")
+	fs.StringVar(&c.PublicURL, "public-url", "", "the URL nodes and browsers use (default http://ADDR)")
+	fs.BoolVar(&c.Dev, "dev", false, "run everything in one process: SQLite, local results, an in-process node, a demo service")
+	fs.BoolVar(&c.Demo, "demo", false, "with -dev, run the demo job and print its result")
+	fs.StringVar(&c.DataDir, "data", "", "data directory (default ./gef-data in dev mode)")
+	fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "MinIO/S3 endpoint host:port for results (default: a local directory)")
+	fs.StringVar(&c.S3Bucket, "s3-bucket", "gef", "bucket for results, logs and images")
+	fs.BoolVar(&c.S3SSL, "s3-ssl", false, "use HTTPS to reach S3")
+	fs.StringVar(&c.JWTKeyFile, "jwt-key-file", "", "Ed25519 signing key, made if missing (default DATA/keys/jwt.pem)")
+	var old multiFlag
+	fs.Var(&old, "jwt-old-key-file", "a previous signing key that still verifies tokens (repeatable)")
+	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "write an admin API token here at start-up")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate (PEM)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "TLS key (PEM)")
+	fs.DurationVar(&c.Manager.NodeTimeout, "node-timeout", 25*time.Second, "mark a node down after this long without a heartbeat")
+	fs.DurationVar(&c.Manager.PollWait, "poll-wait", 10*time.Second, "longest a node's poll is held open")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&c.LogJSON, "log-json", false, "log in JSON")
+	fs.IntVar(&c.NodeCapacity, "node-capacity", 0, "jobs the dev-mode node runs at once (default: CPUs)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	c.JWTOldKeyFiles = old
+	c.Database = os.Getenv("GEF_DATABASE_URL")
+	var err error
+	if c.s3Access, err = secret("GEF_S3_ACCESS_KEY"); err != nil {
+		return c, err
+	}
+	if c.s3Secret, err = secret("GEF_S3_SECRET_KEY"); err != nil {
+		return c, err
+	}
+	c.setDefaults()
+	return c, c.Validate()
+}
+
+// secret reads NAME from the environment, or the file named by NAME_FILE.
+func secret(name string) (string, error) {
+	if v := os.Getenv(name); v != "" {
+		return v, nil
+	}
+	if f := os.Getenv(name + "_FILE"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("%s_FILE: %w", name, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return "", nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Dev && c.DataDir == "" {
+		c.DataDir = "gef-data"
+	}
+	if c.DataDir != "" {
+		if abs, err := filepath.Abs(c.DataDir); err == nil {
+			c.DataDir = abs
+		}
+	}
+	if c.Dev && c.Database == "" {
+		c.Database = "sqlite:" + filepath.Join(c.DataDir, "gef.db")
+	}
+	if c.Dev && c.AdminTokenFile == "" {
+		c.AdminTokenFile = filepath.Join(c.DataDir, "admin.token")
+	}
+	if c.JWTKeyFile == "" && c.DataDir != "" {
+		c.JWTKeyFile = filepath.Join(c.DataDir, "keys", "jwt.pem")
+	}
+	if c.PublicURL == "" {
+		scheme := "http"
+		if c.TLSCert != "" {
+			scheme = "https"
+		}
+		c.PublicURL = scheme + "://" + c.Addr
+	}
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+}
+
+// Validate reports a configuration the manager cannot start with.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Database == "" {
+		errs = append(errs, errors.New("no database: set GEF_DATABASE_URL (postgres://… or sqlite:PATH), or use -dev"))
+	}
+	if c.S3Endpoint == "" && c.DataDir == "" {
+		errs = append(errs, errors.New("no result store: give -s3-endpoint, or -data for a local directory store"))
+	}
+	if c.S3Endpoint != "" && (c.s3Access == "" || c.s3Secret == "") {
+		errs = append(errs, errors.New("S3 credentials are missing: set GEF_S3_ACCESS_KEY and GEF_S3_SECRET_KEY (or their _FILE variants)"))
+	}
+	if c.JWTKeyFile == "" {
+		errs = append(errs, errors.New("no signing key: give -jwt-key-file or -data"))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("give both -tls-cert and -tls-key, or neither"))
+	}
+	if c.Demo && !c.Dev {
+		errs = append(errs, errors.New("-demo needs -dev"))
+	}
+	if u, err := url.Parse(c.PublicURL); err != nil || u.Host == "" {
+		errs = append(errs, fmt.Errorf("-public-url %q is not a URL", c.PublicURL))
+	}
+	if err := c.Manager.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

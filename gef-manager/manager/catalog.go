@@ -1,0 +1,191 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/eudat-gef/gef"
+	"github.com/eudat-gef/gef/services"
+)
+
+// Services lists the catalog: every version of every service, or of one.
+func (m *Manager) Services(ctx context.Context, p Principal, name string) ([]gef.Service, error) {
+	if p.Anonymous() {
+		return nil, fmt.Errorf("sign in first: %w", gef.ErrUnauthorized)
+	}
+	return m.store.Services(ctx, name)
+}
+
+// Service returns one version of a service; an empty version means the
+// newest that is not deprecated.
+func (m *Manager) Service(ctx context.Context, p Principal, name, version string) (gef.Service, error) {
+	if p.Anonymous() {
+		return gef.Service{}, fmt.Errorf("sign in first: %w", gef.ErrUnauthorized)
+	}
+	return m.resolveService(ctx, name, version)
+}
+
+func (m *Manager) resolveService(ctx context.Context, name, version string) (gef.Service, error) {
+	if version != "" {
+		return m.store.Service(ctx, name, version)
+	}
+	all, err := m.store.Services(ctx, name)
+	if err != nil {
+		return gef.Service{}, err
+	}
+	var best *gef.Service
+	for i := range all {
+		if all[i].Deprecated {
+			continue
+		}
+		if best == nil || newerVersion(all[i].Version, best.Version) {
+			best = &all[i]
+		}
+	}
+	if best == nil {
+		if len(all) > 0 {
+			return gef.Service{}, fmt.Errorf("service %q has only deprecated versions; name one: %w", name, gef.ErrNotFound)
+		}
+		return gef.Service{}, fmt.Errorf("no service %q is published: %w", name, gef.ErrNotFound)
+	}
+	return *best, nil
+}
+
+// newerVersion compares dotted versions part by part, numerically where both
+// parts are numbers: 1.10 is newer than 1.9.
+func newerVersion(a, b string) bool {
+	split := func(s string) []string {
+		return strings.FieldsFunc(s, func(r rune) bool { return r == '.' || r == '-' || r == '+' })
+	}
+	pa, pb := split(a), split(b)
+	for i := 0; i < len(pa) && i < len(pb); i++ {
+		na, ea := strconv.ParseUint(pa[i], 10, 64)
+		nb, eb := strconv.ParseUint(pb[i], 10, 64)
+		switch {
+		case ea == nil && eb == nil && na != nb:
+			return na > nb
+		case (ea != nil || eb != nil) && pa[i] != pb[i]:
+			return pa[i] > pb[i]
+		}
+	}
+	return len(pa) > len(pb)
+}
+
+// RegisterService publishes an image that a node already has, by image ID,
+// reading its labels from what the node reported.
+func (m *Manager) RegisterService(ctx context.Context, p Principal, imageID string) (gef.Service, bool, error) {
+	if err := requireRole(p, gef.RoleAdmin, gef.RoleMaintainer); err != nil {
+		return gef.Service{}, false, err
+	}
+	if !validImageID(imageID) {
+		return gef.Service{}, false, gef.Invalid("image_id", "must be sha256: followed by 64 hex digits, got %q", imageID)
+	}
+	img, err := m.store.NodeImage(ctx, imageID)
+	if errors.Is(err, gef.ErrNotFound) {
+		return gef.Service{}, false, gef.Invalid("image_id", "no node has image %s with GEF labels", imageID)
+	}
+	if err != nil {
+		return gef.Service{}, false, err
+	}
+	return m.PublishImage(ctx, p, img)
+}
+
+// PublishImage publishes a service from an image's ID, labels and command.
+func (m *Manager) PublishImage(ctx context.Context, p Principal, img gef.NodeImage) (gef.Service, bool, error) {
+	if err := requireRole(p, gef.RoleAdmin, gef.RoleMaintainer); err != nil {
+		return gef.Service{}, false, err
+	}
+	svc, err := services.Parse(img.Labels)
+	if err != nil {
+		return gef.Service{}, false, err
+	}
+	svc.Digest, svc.Entrypoint, svc.Cmd = img.ID, img.Entrypoint, img.Cmd
+	if len(svc.Entrypoint)+len(svc.Cmd) == 0 {
+		return gef.Service{}, false, gef.Invalid("entrypoint", "the image sets neither ENTRYPOINT nor CMD, so there is nothing to run")
+	}
+	svc.Publisher, svc.CreatedAt = p.Name, m.now().UTC()
+	stored, created, err := m.store.PublishService(ctx, *svc)
+	if err != nil {
+		return gef.Service{}, false, err
+	}
+	if created {
+		m.log.Info("service published", "service", stored.Name, "version", stored.Version, "digest", stored.Digest, "by", p.Name)
+	}
+	return stored, created, nil
+}
+
+// DeprecateService hides a version from new runs; reruns still work.
+func (m *Manager) DeprecateService(ctx context.Context, p Principal, name, version string, deprecated bool) (gef.Service, error) {
+	if err := requireRole(p, gef.RoleAdmin, gef.RoleMaintainer); err != nil {
+		return gef.Service{}, err
+	}
+	if err := m.store.DeprecateService(ctx, name, version, deprecated); err != nil {
+		return gef.Service{}, err
+	}
+	return m.store.Service(ctx, name, version)
+}
+
+func validImageID(s string) bool {
+	hex, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(hex) != 64 {
+		return false
+	}
+	for _, c := range hex {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Datasets lists the datasets the nodes hold.
+func (m *Manager) Datasets(ctx context.Context, p Principal) ([]gef.Dataset, error) {
+	if p.Anonymous() {
+		return nil, fmt.Errorf("sign in first: %w", gef.ErrUnauthorized)
+	}
+	return m.store.Datasets(ctx)
+}
+
+// Dataset returns one dataset.
+func (m *Manager) Dataset(ctx context.Context, p Principal, name string) (gef.Dataset, error) {
+	if p.Anonymous() {
+		return gef.Dataset{}, fmt.Errorf("sign in first: %w", gef.ErrUnauthorized)
+	}
+	return m.store.Dataset(ctx, name)
+}
+
+// Nodes lists the nodes.
+func (m *Manager) Nodes(ctx context.Context, p Principal) ([]gef.Node, error) {
+	if p.Anonymous() {
+		return nil, fmt.Errorf("sign in first: %w", gef.ErrUnauthorized)
+	}
+	return m.store.Nodes(ctx)
+}
+
+// Node returns one node.
+func (m *Manager) Node(ctx context.Context, p Principal, name string) (gef.Node, error) {
+	if p.Anonymous() {
+		return gef.Node{}, fmt.Errorf("sign in first: %w", gef.ErrUnauthorized)
+	}
+	return m.store.Node(ctx, name)
+}
+
+// SetNodeState drains a node, or makes it ready again (admins only).
+func (m *Manager) SetNodeState(ctx context.Context, p Principal, name string, state gef.NodeState) (gef.Node, error) {
+	if err := requireRole(p, gef.RoleAdmin); err != nil {
+		return gef.Node{}, err
+	}
+	if state != gef.NodeReady && state != gef.NodeDraining {
+		return gef.Node{}, gef.Invalid("state", "must be ready or draining")
+	}
+	if err := m.store.SetNodeState(ctx, name, state); err != nil {
+		return gef.Node{}, err
+	}
+	if state == gef.NodeReady {
+		m.hub.wake(name)
+	}
+	return m.store.Node(ctx, name)
+}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/eudat-gef/gef"
+)
+
+func init() {
+	register(
+		command{"user", "create NAME --role ROLE", "add a user (admin)", cmdUser},
+		command{"token", "create [--user U] [--name N] [--ttl D] | revoke ID", "make or revoke an API token", cmdToken},
+	)
+}
+
+func cmdUser(ctx context.Context, e *env, args []string) error {
+	fs := flags("user")
+	role := fs.String("role", "user", "admin, maintainer, user or node")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 || pos[0] != "create" {
+		return usagef("usage: gefctl user create NAME --role ROLE")
+	}
+	u, err := e.c.CreateUser(ctx, pos[1], gef.Role(*role))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.out, "user %s (%s) created\n", u.Name, u.Role)
+	return nil
+}
+
+func cmdToken(ctx context.Context, e *env, args []string) error {
+	fs := flags("token")
+	user := fs.String("user", "", "for this user (admins only; default yourself)")
+	name := fs.String("name", "", "a name to recognise the token by")
+	ttl := fs.Duration("ttl", 0, "expire after this long, e.g. 720h (default: never)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) == 1 && pos[0] == "create":
+		t, err := e.c.CreateToken(ctx, *user, *name, *ttl)
+		if err != nil {
+			return err
+		}
+		if e.json {
+			return e.printJSON(t)
+		}
+		exp := "never"
+		if t.ExpiresAt != nil {
+			exp = t.ExpiresAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(e.out, "%s\n", t.Secret)
+		fmt.Fprintf(e.out, "# token %s, expires %s; it is shown only once\n", t.ID, exp)
+		return nil
+	case len(pos) == 2 && pos[0] == "revoke":
+		if err := e.c.RevokeToken(ctx, pos[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.out, "token %s revoked\n", pos[1])
+		return nil
+	}
+	return usagef("usage: gefctl token create [--user U] [--name N] [--ttl D] | gefctl token revoke ID")
+}

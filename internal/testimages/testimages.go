@@ -1,0 +1,61 @@
+// Package testimages builds the images the tests run, from sources in this
+// package and the example services, on the local engine.
+package testimages
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"sync"
+
+	"github.com/eudat-gef/gef/gef-node/agent"
+	"github.com/eudat-gef/gef/internal/imagebuild"
+	"github.com/eudat-gef/gef/services"
+)
+
+//go:embed testsvc/main.go testsvc/Dockerfile
+var sources embed.FS
+
+// Image names a buildable image.
+type Image struct {
+	Name string // the binary's name, also the directory of its sources
+	Tag  string
+	src  fs.FS
+}
+
+// The images the tests use.
+var (
+	TestService = Image{Name: "testsvc", Tag: "gef-test/testsvc:latest", src: sub(sources, "testsvc")}
+	Checksum    = Image{Name: "checksum", Tag: "gef/checksum:1.0.0", src: sub(services.Examples, "checksum")}
+	CSVStats    = Image{Name: "csvstats", Tag: "gef/csvstats:1.0.0", src: sub(services.Examples, "csvstats")}
+	All         = []Image{TestService, Checksum, CSVStats}
+)
+
+func sub(f fs.FS, dir string) fs.FS {
+	s, err := fs.Sub(f, dir)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+var (
+	mu    sync.Mutex
+	built = map[string]string{}
+)
+
+// Build builds img once per process and returns its image ID.
+func Build(ctx context.Context, rt agent.Runtime, img Image) (string, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	if id, ok := built[img.Tag]; ok {
+		return id, nil
+	}
+	id, err := imagebuild.GoImage(ctx, rt, img.src, img.Name, img.Tag, nil)
+	if err != nil {
+		return "", fmt.Errorf("testimages: %w", err)
+	}
+	built[img.Tag] = id
+	return id, nil
+}
