@@ -223,21 +223,24 @@ func (s *Store) ClaimJobs(ctx context.Context, node string, n int, at time.Time)
 	if s.dialect == Postgres {
 		lock = " FOR UPDATE SKIP LOCKED"
 	}
-	query := s.q(`UPDATE jobs SET state = 'assigned', node = ?, assigned_at = ?, attempt = attempt + 1
-		WHERE state = 'queued' AND id IN (
+	// The CTE is materialized: as a plain IN subquery, PostgreSQL may rescan
+	// it per row and so lock and claim more than n jobs.
+	query := s.q(`WITH picked AS MATERIALIZED (
 			SELECT j.id FROM jobs j
 			WHERE j.state = 'queued'
 			AND EXISTS (SELECT 1 FROM nodes n WHERE n.name = ? AND n.state = 'ready')
 			AND NOT EXISTS (SELECT 1 FROM job_inputs ji WHERE ji.job_id = j.id
 				AND NOT EXISTS (SELECT 1 FROM node_datasets nd WHERE nd.node = ? AND nd.dataset = ji.dataset))
 			ORDER BY j.id LIMIT ?` + lock + `)
-		RETURNING id, attempt, spec`)
+		UPDATE jobs SET state = 'assigned', node = ?, assigned_at = ?, attempt = attempt + 1
+		FROM picked WHERE jobs.id = picked.id AND jobs.state = 'queued'
+		RETURNING jobs.id, jobs.attempt, jobs.spec`)
 	var rows []struct {
 		ID      string `db:"id"`
 		Attempt int    `db:"attempt"`
 		Spec    string `db:"spec"`
 	}
-	if err := s.db.SelectContext(ctx, &rows, query, node, micros(at), node, node, n); err != nil {
+	if err := s.db.SelectContext(ctx, &rows, query, node, node, n, node, micros(at)); err != nil {
 		return nil, fmt.Errorf("store: claim jobs for %q: %w", node, classify(err))
 	}
 	out := make([]gef.Assignment, 0, len(rows))

@@ -279,6 +279,10 @@ func TestClaimIsAtomicUnderConcurrency(t *testing.T) {
 					if len(got) == 0 {
 						return
 					}
+					if len(got) > 3 {
+						errs <- fmt.Errorf("asked for 3 jobs, claimed %d", len(got))
+						return
+					}
 					mu.Lock()
 					for _, a := range got {
 						if prev, ok := seen[a.JobID]; ok {
