@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -119,6 +120,33 @@ func (m *Manager) pollOnce(ctx context.Context, node string, req gef.PollRequest
 	mine := map[string]bool{}
 	for _, id := range active {
 		mine[id] = true
+	}
+	// A job the manager gave the node that the node does not run was lost:
+	// the agent restarted, or never received the assignment. The node
+	// lists every job it holds, including those given in its last poll.
+	running := map[string]bool{}
+	for _, id := range req.Running {
+		running[id] = true
+	}
+	var lost []string
+	for _, id := range active {
+		if !running[id] {
+			lost = append(lost, id)
+		}
+	}
+	if len(lost) > 0 {
+		ended, err := m.store.EndLostJobs(ctx, node, lost,
+			"node "+node+" no longer runs the job (its agent restarted or never received it)", m.now().UTC())
+		if err != nil {
+			return resp, err
+		}
+		for _, id := range ended {
+			if j, err := m.store.Job(ctx, id); err == nil {
+				m.finished(j)
+			}
+			delete(mine, id)
+		}
+		active = slices.DeleteFunc(active, func(id string) bool { return slices.Contains(ended, id) })
 	}
 	for _, id := range req.Running {
 		if !mine[id] && !stopping[id] {

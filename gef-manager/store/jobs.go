@@ -405,3 +405,22 @@ func (s *Store) Assignment(ctx context.Context, id string) (gef.Assignment, erro
 	a.JobID, a.Attempt = id, row.Attempt
 	return a, nil
 }
+
+// EndLostJobs ends, as system errors, those of ids that node still holds in
+// a non-final state, and returns the ids it ended.
+func (s *Store) EndLostJobs(ctx context.Context, node string, ids []string, reason string, at time.Time) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	q, args, err := sqlx.In(`UPDATE jobs SET state = 'system_error', reason = ?, finished_at = ?
+		WHERE node = ? AND id IN (?) AND state IN ('assigned', 'fetching_image', 'running', 'staging') RETURNING id`,
+		reason, micros(at), node, ids)
+	if err != nil {
+		return nil, fmt.Errorf("store: end lost jobs: %w", err)
+	}
+	var ended []string
+	if err := s.db.SelectContext(ctx, &ended, s.q(q), args...); err != nil {
+		return nil, fmt.Errorf("store: end lost jobs: %w", classify(err))
+	}
+	return ended, nil
+}
