@@ -313,11 +313,35 @@ func escapePath(p string) string {
 	return strings.Join(parts, "/")
 }
 
-// CreateUser adds a user (admin).
-func (c *Client) CreateUser(ctx context.Context, name string, role gef.Role) (gef.User, error) {
+// CreateUser adds a user (admin). An empty password makes a user who signs
+// in with API tokens only.
+func (c *Client) CreateUser(ctx context.Context, name string, role gef.Role, password string) (gef.User, error) {
 	var u gef.User
-	err := c.Do(ctx, http.MethodPost, "/api/v1/users", map[string]any{"name": name, "role": role}, &u)
+	body := map[string]any{"name": name, "role": role}
+	if password != "" {
+		body["password"] = password
+	}
+	err := c.Do(ctx, http.MethodPost, "/api/v1/users", body, &u)
 	return u, err
+}
+
+// Session is a signed-in session.
+type Session struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+	User      gef.User  `json:"user"`
+}
+
+// Login trades a user name and password for a short-lived session token.
+func (c *Client) Login(ctx context.Context, name, password string) (Session, error) {
+	var s Session
+	err := c.Do(ctx, http.MethodPost, "/api/v1/login", map[string]string{"name": name, "password": password}, &s)
+	return s, err
+}
+
+// SetPassword sets your password, or another user's (admin).
+func (c *Client) SetPassword(ctx context.Context, user, password string) error {
+	return c.Do(ctx, http.MethodPost, "/api/v1/password", map[string]string{"user": user, "password": password}, nil)
 }
 
 // NewToken is a created API token; Secret is its only copy.

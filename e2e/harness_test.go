@@ -213,7 +213,7 @@ func (s *stack) node(name string, datasets map[string]string) *proc {
 	t := s.t
 	t.Helper()
 	ctx := context.Background()
-	if _, err := s.admin.CreateUser(ctx, name, gef.RoleNode); err != nil && !isConflict(err) {
+	if _, err := s.admin.CreateUser(ctx, name, gef.RoleNode, ""); err != nil && !isConflict(err) {
 		t.Fatal(err)
 	}
 	tok, err := s.admin.CreateToken(ctx, name, "e2e", 0)

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/eudat-gef/gef"
@@ -10,7 +12,7 @@ import (
 
 func init() {
 	register(
-		command{"user", "create NAME --role ROLE", "add a user (admin)", cmdUser},
+		command{"user", "create NAME --role ROLE [--password-file F]", "add a user (admin)", cmdUser},
 		command{"token", "create [--user U] [--name N] [--ttl D] | revoke ID", "make or revoke an API token", cmdToken},
 	)
 }
@@ -18,6 +20,7 @@ func init() {
 func cmdUser(ctx context.Context, e *env, args []string) error {
 	fs := flags("user")
 	role := fs.String("role", "user", "admin, maintainer, user or node")
+	pwFile := fs.String("password-file", "", "file holding the user's password (default: token sign-in only)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -25,7 +28,15 @@ func cmdUser(ctx context.Context, e *env, args []string) error {
 	if len(pos) != 2 || pos[0] != "create" {
 		return usagef("usage: gefctl user create NAME --role ROLE")
 	}
-	u, err := e.c.CreateUser(ctx, pos[1], gef.Role(*role))
+	password := ""
+	if *pwFile != "" {
+		b, err := os.ReadFile(*pwFile)
+		if err != nil {
+			return err
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+	}
+	u, err := e.c.CreateUser(ctx, pos[1], gef.Role(*role), password)
 	if err != nil {
 		return err
 	}

@@ -67,12 +67,23 @@ func (m *Manager) Authenticate(ctx context.Context, token string) (Principal, er
 	return Principal{UserID: c.Subject, Name: c.Name, Role: c.Role, TokenID: c.ID}, nil
 }
 
-// CreateUser adds a user (admins only).
-func (m *Manager) CreateUser(ctx context.Context, p Principal, name string, role gef.Role) (gef.User, error) {
+// CreateUser adds a user (admins only). An empty password makes a user
+// who signs in with API tokens only.
+func (m *Manager) CreateUser(ctx context.Context, p Principal, name string, role gef.Role, password string) (gef.User, error) {
 	if err := requireRole(p, gef.RoleAdmin); err != nil {
 		return gef.User{}, err
 	}
-	return m.createUser(ctx, name, role, "")
+	hash := ""
+	if password != "" {
+		if role == gef.RoleNode {
+			return gef.User{}, gef.Invalid("password", "a node signs in with its token, not a password")
+		}
+		var err error
+		if hash, err = hashPassword(password); err != nil {
+			return gef.User{}, err
+		}
+	}
+	return m.createUser(ctx, name, role, hash)
 }
 
 func (m *Manager) createUser(ctx context.Context, name string, role gef.Role, passwordHash string) (gef.User, error) {

@@ -22,16 +22,17 @@ const SessionCookie = "gef_session"
 
 // Server routes HTTP requests to the manager.
 type Server struct {
-	m      *manager.Manager
-	log    *slog.Logger
-	engine *gin.Engine
+	m          *manager.Manager
+	log        *slog.Logger
+	engine     *gin.Engine
+	loginLimit *limiter
 }
 
 // New builds the router. blobs, if not nil, serves presigned URLs of a local
 // object store under /api/v1/blobs/.
 func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 	gin.SetMode(gin.ReleaseMode)
-	s := &Server{m: m, log: log, engine: gin.New()}
+	s := &Server{m: m, log: log, engine: gin.New(), loginLimit: newLimiter(10, time.Minute)}
 	r := s.engine
 	r.HandleMethodNotAllowed = true
 	r.Use(s.recover, s.observe)
@@ -67,6 +68,8 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 	v1.GET("/jobs/:id/logs", s.jobLogs)
 	v1.GET("/jobs/:id/outputs/:name/*path", s.jobOutput)
 
+	v1.POST("/login", s.login)
+	v1.POST("/password", s.setPassword)
 	v1.GET("/users", s.listUsers)
 	v1.POST("/users", s.createUser)
 	v1.GET("/tokens", s.listTokens)

@@ -20,14 +20,15 @@ func (s *Server) listUsers(c *gin.Context) {
 
 func (s *Server) createUser(c *gin.Context) {
 	var req struct {
-		Name string   `json:"name"`
-		Role gef.Role `json:"role"`
+		Name     string   `json:"name"`
+		Role     gef.Role `json:"role"`
+		Password string   `json:"password"`
 	}
 	if err := decode(c, &req); err != nil {
 		s.fail(c, err)
 		return
 	}
-	u, err := s.m.CreateUser(c.Request.Context(), principal(c), req.Name, req.Role)
+	u, err := s.m.CreateUser(c.Request.Context(), principal(c), req.Name, req.Role, req.Password)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -69,6 +70,44 @@ func (s *Server) createToken(c *gin.Context) {
 
 func (s *Server) revokeToken(c *gin.Context) {
 	if err := s.m.RevokeToken(c.Request.Context(), principal(c), c.Param("id")); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+// login trades a user name and password for a session token.
+func (s *Server) login(c *gin.Context) {
+	var req struct {
+		Name     string `json:"name"`
+		Password string `json:"password"`
+	}
+	if err := decode(c, &req); err != nil {
+		s.fail(c, err)
+		return
+	}
+	if !s.loginLimit.allow(c.ClientIP()) {
+		abort(c, http.StatusTooManyRequests, "too_many_requests", "too many sign-in attempts; wait a minute")
+		return
+	}
+	sess, err := s.m.Login(c.Request.Context(), req.Name, req.Password)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, sess)
+}
+
+func (s *Server) setPassword(c *gin.Context) {
+	var req struct {
+		User     string `json:"user"`
+		Password string `json:"password"`
+	}
+	if err := decode(c, &req); err != nil {
+		s.fail(c, err)
+		return
+	}
+	if err := s.m.SetPassword(c.Request.Context(), principal(c), req.User, req.Password); err != nil {
 		s.fail(c, err)
 		return
 	}

@@ -126,3 +126,15 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error 
 	}
 	return nil
 }
+
+// SetPassword replaces a user's password hash.
+func (s *Store) SetPassword(ctx context.Context, userID, hash string) error {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE users SET password_hash = ? WHERE id = ?`), hash, userID)
+	if err != nil {
+		return fmt.Errorf("store: set password: %w", classify(err))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("store: user %s: %w", userID, gef.ErrNotFound)
+	}
+	return nil
+}
