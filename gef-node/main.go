@@ -58,7 +58,7 @@ func (d *datasetFlags) Set(v string) error {
 func parseFlags(args []string) (Config, error) {
 	var c Config
 	var ds datasetFlags
-	var memMiB, maxMemMiB int64
+	var memMiB, maxMemMiB, logMiB, outMiB int64
 	fs := flag.NewFlagSet("gef-node", flag.ContinueOnError)
 	fs.StringVar(&c.ManagerURL, "manager", "", "the manager's URL, e.g. https://gef.example.org")
 	fs.StringVar(&c.TokenFile, "token-file", "", "file holding this node's API token")
@@ -73,6 +73,8 @@ func parseFlags(args []string) (Config, error) {
 	fs.Int64Var(&c.Agent.PidsLimit, "pids", 512, "container process limit")
 	fs.DurationVar(&c.Agent.DefaultTimeout, "timeout", 24*time.Hour, "default wall-time limit of a job")
 	fs.DurationVar(&c.Agent.MaxTimeout, "max-timeout", 7*24*time.Hour, "largest wall-time limit a service may ask for")
+	fs.Int64Var(&logMiB, "log-limit", 64, "output kept of one job's stdout and stderr, MiB")
+	fs.Int64Var(&outMiB, "output-limit", 10240, "most a job may write to its outputs, MiB; a job writing more is killed")
 	fs.StringVar(&c.Agent.User, "container-user", "65534:65534", "uid:gid for containers whose image would run as root")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log in JSON")
@@ -84,6 +86,7 @@ func parseFlags(args []string) (Config, error) {
 	}
 	c.Agent.Datasets = ds
 	c.Agent.DefaultMemoryBytes, c.Agent.MaxMemoryBytes = memMiB<<20, maxMemMiB<<20
+	c.Agent.LogLimitBytes, c.Agent.OutputLimitBytes = logMiB<<20, outMiB<<20
 	return c, c.Validate()
 }
 

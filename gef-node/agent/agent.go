@@ -47,6 +47,9 @@ type Config struct {
 	User string
 	// LogLimitBytes caps the output kept of one job. Default 64 MiB.
 	LogLimitBytes int64
+	// OutputLimitBytes caps what one job may write to its outputs; a job
+	// that writes more is killed. Default 10 GiB.
+	OutputLimitBytes int64
 	// StopGrace is the time between SIGTERM and SIGKILL. Default 10 s.
 	StopGrace time.Duration
 	// UploadConcurrency is how many files are uploaded at once. Default 4.
@@ -69,6 +72,7 @@ func (c *Config) setDefaults() {
 	def(&c.MaxMemoryBytes, 16<<30)
 	def(&c.PidsLimit, 512)
 	def(&c.LogLimitBytes, 64<<20)
+	def(&c.OutputLimitBytes, 10<<30)
 	if c.DefaultCPUs == 0 {
 		c.DefaultCPUs = 1
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/eudat-gef/gef/services"
 )
 
-//go:embed testsvc/main.go testsvc/Dockerfile
+//go:embed testsvc/main.go testsvc/Dockerfile hostile/main.go hostile/Dockerfile
 var sources embed.FS
 
 // Image names a buildable image.
@@ -27,9 +27,10 @@ type Image struct {
 // The images the tests use.
 var (
 	TestService = Image{Name: "testsvc", Tag: "gef-test/testsvc:latest", src: sub(sources, "testsvc")}
+	Hostile     = Image{Name: "hostile", Tag: "gef-test/hostile:latest", src: sub(sources, "hostile")}
 	Checksum    = Image{Name: "checksum", Tag: "gef/checksum:1.0.0", src: sub(services.Examples, "checksum")}
 	CSVStats    = Image{Name: "csvstats", Tag: "gef/csvstats:1.0.0", src: sub(services.Examples, "csvstats")}
-	All         = []Image{TestService, Checksum, CSVStats}
+	All         = []Image{TestService, Hostile, Checksum, CSVStats}
 )
 
 func sub(f fs.FS, dir string) fs.FS {
