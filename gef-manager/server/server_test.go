@@ -30,7 +30,7 @@ type bundle struct {
 	m     *manager.Manager
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t testing.TB) *bundle {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -195,7 +195,7 @@ func TestHealthAndSpec(t *testing.T) {
 	}
 }
 
-func adminToken(t *testing.T, b *bundle) string {
+func adminToken(t testing.TB, b *bundle) string {
 	t.Helper()
 	tok, err := b.admin.CreateToken(context.Background(), "", "test", time.Hour)
 	if err != nil {
