@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/eudat-gef/gef/api"
+	"github.com/eudat-gef/gef/gef-manager/auth"
 	"github.com/eudat-gef/gef/gef-manager/manager"
 )
 
@@ -26,6 +27,7 @@ type Server struct {
 	log        *slog.Logger
 	engine     *gin.Engine
 	loginLimit *limiter
+	oidc       *auth.OIDC
 }
 
 // New builds the router. blobs, if not nil, serves presigned URLs of a local

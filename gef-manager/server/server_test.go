@@ -28,6 +28,7 @@ type bundle struct {
 	url   string
 	admin *client.Client
 	m     *manager.Manager
+	srv   *Server
 }
 
 func setup(t testing.TB) *bundle {
@@ -62,12 +63,13 @@ func setup(t testing.TB) *bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Shutdown)
-	h.Handle("/", New(m, log, objects.Handler()))
+	srv := New(m, log, objects.Handler())
+	h.Handle("/", srv)
 	tok, err := m.Bootstrap(ctx, "admin", gef.RoleAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &bundle{url: ts.URL, admin: client.New(ts.URL, tok.Secret), m: m}
+	return &bundle{url: ts.URL, admin: client.New(ts.URL, tok.Secret), m: m, srv: srv}
 }
 
 // raw sends a request and returns the status and decoded error, if any.

@@ -447,3 +447,31 @@ func TestListJobsFiltersAndPages(t *testing.T) {
 		}
 	})
 }
+
+func TestExternalUsers(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		u := gef.User{ID: gef.NewID(), Name: "carol", Role: gef.RoleUser, CreatedAt: t0}
+		if err := s.CreateExternalUser(ctx, u, "https://idp|123"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.UserByExternalID(ctx, "https://idp|123")
+		if err != nil || got.ID != u.ID || got.Name != "carol" {
+			t.Fatalf("by external id: %+v %v", got, err)
+		}
+		dup := gef.User{ID: gef.NewID(), Name: "carol2", Role: gef.RoleUser, CreatedAt: t0}
+		if err := s.CreateExternalUser(ctx, dup, "https://idp|123"); !errors.Is(err, gef.ErrConflict) {
+			t.Fatalf("a second user for one identity: %v", err)
+		}
+		if _, err := s.UserByExternalID(ctx, "https://idp|999"); !errors.Is(err, gef.ErrNotFound) {
+			t.Fatalf("unknown identity: %v", err)
+		}
+		// Local users have no external id, and several may coexist.
+		for _, n := range []string{"l1", "l2"} {
+			if err := s.CreateUser(ctx, gef.User{ID: gef.NewID(), Name: n, Role: gef.RoleUser, CreatedAt: t0}, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
