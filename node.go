@@ -28,12 +28,48 @@ type Node struct {
 
 // Dataset is named data that one or more nodes hold on local disk.
 type Dataset struct {
-	Name        string    `json:"name"`
-	Description string    `json:"description,omitempty"`
-	Nodes       []string  `json:"nodes"`
-	Size        int64     `json:"size"`
-	Files       int64     `json:"files"`
-	CreatedAt   time.Time `json:"created_at"`
+	Name        string        `json:"name"`
+	Description string        `json:"description,omitempty"`
+	Nodes       []string      `json:"nodes"`
+	Size        int64         `json:"size"`
+	Files       int64         `json:"files"`
+	Access      DatasetAccess `json:"access"`
+	CreatedAt   time.Time     `json:"created_at"`
+}
+
+// DatasetAccess says who may run jobs on a dataset. An unrestricted dataset
+// may be used by every signed-in user; a restricted one only by the users
+// and groups listed, and by admins.
+type DatasetAccess struct {
+	Restricted bool     `json:"restricted"`
+	Users      []string `json:"users"`
+	Groups     []string `json:"groups"`
+}
+
+// Allows reports whether a user in groups may use a dataset with access a.
+func (a DatasetAccess) Allows(user string, groups []string) bool {
+	if !a.Restricted {
+		return true
+	}
+	for _, u := range a.Users {
+		if u == user {
+			return true
+		}
+	}
+	for _, g := range a.Groups {
+		for _, mine := range groups {
+			if g == mine {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Group is a named set of users, for access lists.
+type Group struct {
+	Name    string   `json:"name"`
+	Members []string `json:"members"`
 }
 
 // The node protocol: a node dials out to the manager, registers, then

@@ -37,7 +37,7 @@ func (m *Manager) Submit(ctx context.Context, p Principal, req gef.JobRequest) (
 }
 
 func (m *Manager) submit(ctx context.Context, p Principal, svc gef.Service, req gef.JobRequest) (gef.Job, error) {
-	bindings, files, err := m.bindInputs(ctx, svc, req)
+	bindings, files, err := m.bindInputs(ctx, p, svc, req)
 	if err != nil {
 		return gef.Job{}, err
 	}
@@ -81,7 +81,7 @@ func (m *Manager) submit(ctx context.Context, p Principal, svc gef.Service, req 
 }
 
 // bindInputs maps the request's inputs onto the service's declared ones.
-func (m *Manager) bindInputs(ctx context.Context, svc gef.Service, req gef.JobRequest) (map[string]string, []gef.InputFile, error) {
+func (m *Manager) bindInputs(ctx context.Context, p Principal, svc gef.Service, req gef.JobRequest) (map[string]string, []gef.InputFile, error) {
 	given := req.Inputs
 	if req.Dataset != "" {
 		dsInputs := svc.DatasetInputs()
@@ -116,7 +116,8 @@ func (m *Manager) bindInputs(ctx context.Context, svc gef.Service, req gef.JobRe
 			files = append(files, gef.InputFile{Input: in.Name, Path: strings.TrimSuffix(in.Path, "/") + "/" + in.Filename, Content: v})
 			continue
 		}
-		if _, err := m.store.Dataset(ctx, v); errors.Is(err, gef.ErrNotFound) {
+		// A dataset the caller may not use is as unknown as a missing one.
+		if _, err := m.Dataset(ctx, p, v); errors.Is(err, gef.ErrNotFound) {
 			return nil, nil, gef.Invalid("inputs."+in.Name, "dataset %q is not known", v)
 		} else if err != nil {
 			return nil, nil, err

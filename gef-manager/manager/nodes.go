@@ -166,6 +166,9 @@ func (m *Manager) pollOnce(ctx context.Context, node string, req gef.PollRequest
 	if err != nil {
 		return resp, err
 	}
+	if jobs, err = m.withdrawn(ctx, node, jobs, now); err != nil {
+		return resp, err
+	}
 	for _, a := range jobs {
 		if j, err := m.store.Job(ctx, a.JobID); err == nil {
 			m.metrics.dispatch.Observe(now.Sub(j.Timestamps.Queued).Seconds())

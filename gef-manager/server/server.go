@@ -59,6 +59,7 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 
 	v1.GET("/datasets", s.listDatasets)
 	v1.GET("/datasets/:name", s.getDataset)
+	v1.PUT("/datasets/:name/access", s.setDatasetAccess)
 	v1.GET("/nodes", s.listNodes)
 	v1.GET("/nodes/:name", s.getNode)
 	v1.POST("/nodes/:name/state", s.setNodeState)
@@ -74,6 +75,9 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 	v1.POST("/password", s.setPassword)
 	v1.GET("/users", s.listUsers)
 	v1.POST("/users", s.createUser)
+	v1.GET("/groups", s.listGroups)
+	v1.POST("/groups", s.createGroup)
+	v1.POST("/groups/:name/members", s.setGroupMember)
 	v1.GET("/tokens", s.listTokens)
 	v1.POST("/tokens", s.createToken)
 	v1.DELETE("/tokens/:id", s.revokeToken)

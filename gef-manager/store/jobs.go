@@ -409,12 +409,21 @@ func (s *Store) Assignment(ctx context.Context, id string) (gef.Assignment, erro
 // EndLostJobs ends, as system errors, those of ids that node still holds in
 // a non-final state, and returns the ids it ended.
 func (s *Store) EndLostJobs(ctx context.Context, node string, ids []string, reason string, at time.Time) ([]string, error) {
+	return s.EndJobs(ctx, node, ids, gef.JobSystemError, reason, at)
+}
+
+// EndJobs moves those of ids that node still holds in a non-final state to
+// the final state, and returns the ids it ended.
+func (s *Store) EndJobs(ctx context.Context, node string, ids []string, state gef.JobState, reason string, at time.Time) ([]string, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	q, args, err := sqlx.In(`UPDATE jobs SET state = 'system_error', reason = ?, finished_at = ?
+	if !state.Final() {
+		return nil, fmt.Errorf("store: end jobs: %s is not a final state", state)
+	}
+	q, args, err := sqlx.In(`UPDATE jobs SET state = ?, reason = ?, finished_at = ?
 		WHERE node = ? AND id IN (?) AND state IN ('assigned', 'fetching_image', 'running', 'staging') RETURNING id`,
-		reason, micros(at), node, ids)
+		string(state), reason, micros(at), node, ids)
 	if err != nil {
 		return nil, fmt.Errorf("store: end lost jobs: %w", err)
 	}
