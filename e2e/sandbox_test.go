@@ -101,7 +101,7 @@ func TestSandbox(t *testing.T) {
 		{attack: "symlink", state: gef.JobSucceeded, reason: "links or special files in outputs were not staged"},
 		{attack: "forkbomb", state: gef.JobFailed, reason: "exited with code 1", result: "resource temporarily unavailable"},
 		{attack: "memory", state: gef.JobFailed, reason: "out of memory (limit 64 MiB)"},
-		{attack: "time", state: gef.JobFailed, reason: "exceeded its wall-time limit of 6s"},
+		{attack: "time", state: gef.JobFailed, reason: "exceeded its wall-time limit of 15s"},
 		{attack: "flood", state: gef.JobSucceeded, reason: "output truncated at the node's log limit"},
 		{attack: "fill", state: gef.JobFailed, reason: "output limit of 8 MiB and was killed"},
 	} {

@@ -154,6 +154,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	cfg.Agent.Manager = cfg.ManagerURL
 	mgr := client.New(cfg.ManagerURL, strings.TrimSpace(string(token)), client.WithHTTPClient(httpClient))
 	a, err := agent.New(cfg.Agent, rt, mgr, log)
 	if err != nil {

@@ -26,6 +26,10 @@ import (
 type Config struct {
 	// Name is the node's name; its credential must be for this name.
 	Name string
+	// Manager identifies the manager the node serves (its URL). Containers
+	// are labelled with it, so nodes of different managers that share an
+	// engine and a name never touch each other's containers.
+	Manager string
 	// Datasets are the datasets this node holds.
 	Datasets []volumes.Dataset
 	// WorkDir holds each job's output directories until they are staged.
@@ -155,6 +159,7 @@ const (
 	LabelJob     = "org.eudat.gef.job"
 	LabelAttempt = "org.eudat.gef.attempt"
 	LabelNode    = "org.eudat.gef.node"
+	LabelManager = "org.eudat.gef.manager"
 )
 
 // New makes an agent.
@@ -329,7 +334,7 @@ func (a *Agent) cancel(id string) {
 // Their jobs were not reported as running by this process, so the manager
 // has ended them.
 func (a *Agent) removeStale(ctx context.Context) error {
-	stale, err := a.rt.Containers(ctx, map[string]string{LabelNode: a.cfg.Name})
+	stale, err := a.rt.Containers(ctx, a.ownLabels())
 	if err != nil {
 		return fmt.Errorf("agent: list containers: %w", err)
 	}
@@ -340,6 +345,11 @@ func (a *Agent) removeStale(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// ownLabels select the containers this node made.
+func (a *Agent) ownLabels() map[string]string {
+	return map[string]string{LabelNode: a.cfg.Name, LabelManager: a.cfg.Manager}
 }
 
 // retryable reports whether an error from the manager may pass: anything
