@@ -77,7 +77,9 @@ type Job struct {
 	Argv        []string          `json:"argv"`
 	Outputs     []OutputFile      `json:"outputs"`
 	Owner       string            `json:"owner"`
-	Attempt     int               `json:"attempt"`
+	// Readers may see the job besides its owner and the admins.
+	Readers Readers `json:"readers"`
+	Attempt int     `json:"attempt"`
 	// CancelRequested is set when a cancel reached a job that a node holds;
 	// the job turns canceled once the node has stopped its container.
 	CancelRequested bool       `json:"cancel_requested"`
@@ -93,6 +95,17 @@ type Timestamps struct {
 	Running       *time.Time `json:"running,omitempty"`
 	Staging       *time.Time `json:"staging,omitempty"`
 	Finished      *time.Time `json:"finished,omitempty"`
+}
+
+// Readers names the users and groups who may read a job.
+type Readers struct {
+	Users  []string `json:"users"`
+	Groups []string `json:"groups"`
+}
+
+// Includes reports whether user, in groups, is one of the readers.
+func (r Readers) Includes(user string, groups []string) bool {
+	return DatasetAccess{Restricted: true, Users: r.Users, Groups: r.Groups}.Allows(user, groups)
 }
 
 // OutputFile is one staged result file.

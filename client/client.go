@@ -261,6 +261,13 @@ func (c *Client) Jobs(ctx context.Context, f gef.JobFilter) (gef.Page[gef.Job], 
 	return page, err
 }
 
+// SetReaders names who may read a job besides its owner.
+func (c *Client) SetReaders(ctx context.Context, id string, r gef.Readers) (gef.Job, error) {
+	var j gef.Job
+	err := c.Do(ctx, http.MethodPut, "/api/v1/jobs/"+url.PathEscape(id)+"/readers", r, &j)
+	return j, err
+}
+
 // Cancel cancels a job.
 func (c *Client) Cancel(ctx context.Context, id string) (gef.Job, error) {
 	var j gef.Job

@@ -140,14 +140,54 @@ func (m *Manager) Job(ctx context.Context, p Principal, id string) (gef.Job, err
 	if err != nil {
 		return gef.Job{}, err
 	}
-	if !canSee(p, j) {
+	ok, err := m.canSee(ctx, p, j)
+	if err != nil {
+		return gef.Job{}, err
+	}
+	if !ok {
 		return gef.Job{}, fmt.Errorf("job %s: %w", id, gef.ErrNotFound)
 	}
 	return j, nil
 }
 
-func canSee(p Principal, j gef.Job) bool {
-	return p.Is(gef.RoleAdmin) || (!p.Anonymous() && j.Owner == p.Name)
+// canSee reports whether p may read j: its owner, its named readers and
+// the admins may.
+func (m *Manager) canSee(ctx context.Context, p Principal, j gef.Job) (bool, error) {
+	switch {
+	case p.Is(gef.RoleAdmin):
+		return true, nil
+	case p.Anonymous() || p.Is(gef.RoleNode):
+		return false, nil
+	case j.Owner == p.Name:
+		return true, nil
+	case len(j.Readers.Users)+len(j.Readers.Groups) == 0:
+		return false, nil
+	}
+	groups, err := m.store.UserGroups(ctx, p.Name)
+	if err != nil {
+		return false, err
+	}
+	return j.Readers.Includes(p.Name, groups), nil
+}
+
+// SetReaders names who may read a job besides its owner (owner or admin).
+func (m *Manager) SetReaders(ctx context.Context, p Principal, id string, r gef.Readers) (gef.Job, error) {
+	j, err := m.Job(ctx, p, id)
+	if err != nil {
+		return gef.Job{}, err
+	}
+	if j.Owner != p.Name && !p.Is(gef.RoleAdmin) {
+		return gef.Job{}, fmt.Errorf("only the job's owner may name its readers: %w", gef.ErrForbidden)
+	}
+	for _, n := range append(append([]string{}, r.Users...), r.Groups...) {
+		if !validName(n) {
+			return gef.Job{}, gef.Invalid("readers", "%q is not a user or group name", n)
+		}
+	}
+	if err := m.store.SetReaders(ctx, id, r); err != nil {
+		return gef.Job{}, err
+	}
+	return m.store.Job(ctx, id)
 }
 
 // Jobs lists the jobs the caller may see, newest first.
@@ -179,6 +219,9 @@ func (m *Manager) Cancel(ctx context.Context, p Principal, id string) (gef.Job, 
 	j, err := m.Job(ctx, p, id)
 	if err != nil {
 		return gef.Job{}, err
+	}
+	if j.Owner != p.Name && !p.Is(gef.RoleAdmin) {
+		return gef.Job{}, fmt.Errorf("only the job's owner may cancel it: %w", gef.ErrForbidden)
 	}
 	j, err = m.store.CancelJob(ctx, j.ID, "canceled by "+p.Name, m.now().UTC())
 	if err != nil {

@@ -147,3 +147,53 @@ func TestMaintainersOwnTheirServices(t *testing.T) {
 		t.Fatalf("a user publishing: %v", err)
 	}
 }
+
+func TestJobReaders(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	simNode(t, b, "n1", "d")
+	svc, err := b.admin.RegisterImage(ctx, fakeImage.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := userClient(t, b, "owner", gef.RoleUser)
+	reader := userClient(t, b, "reader", gef.RoleUser)
+	grouped := userClient(t, b, "grouped", gef.RoleUser)
+	stranger := userClient(t, b, "stranger", gef.RoleUser)
+	if err := b.admin.CreateGroup(ctx, "team"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.admin.SetGroupMember(ctx, "team", "grouped", true); err != nil {
+		t.Fatal(err)
+	}
+	j, err := owner.Submit(ctx, gef.JobRequest{Service: svc.Name, Dataset: "d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client.Client{reader, grouped, stranger} {
+		if _, err := c.Job(ctx, j.ID); !errors.Is(err, gef.ErrNotFound) {
+			t.Fatalf("before sharing: %v, want 404", err)
+		}
+	}
+	if _, err := stranger.SetReaders(ctx, j.ID, gef.Readers{Users: []string{"stranger"}}); !errors.Is(err, gef.ErrNotFound) {
+		t.Fatalf("a stranger naming readers: %v, want 404", err)
+	}
+	if _, err := owner.SetReaders(ctx, j.ID, gef.Readers{Users: []string{"reader"}, Groups: []string{"team"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client.Client{reader, grouped} {
+		if got, err := c.Job(ctx, j.ID); err != nil || got.ID != j.ID {
+			t.Fatalf("a reader: %v", err)
+		}
+	}
+	if _, err := stranger.Job(ctx, j.ID); !errors.Is(err, gef.ErrNotFound) {
+		t.Fatalf("a stranger after sharing: %v, want 404", err)
+	}
+	if _, err := reader.SetReaders(ctx, j.ID, gef.Readers{}); !errors.Is(err, gef.ErrForbidden) {
+		t.Fatalf("a reader naming readers: %v, want 403", err)
+	}
+	if _, err := reader.Cancel(ctx, j.ID); !errors.Is(err, gef.ErrForbidden) {
+		t.Fatalf("a reader canceling: %v, want 403", err)
+	}
+}

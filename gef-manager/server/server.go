@@ -68,6 +68,7 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 	v1.POST("/jobs", s.createJob)
 	v1.GET("/jobs/:id", s.getJob)
 	v1.POST("/jobs/:id/cancel", s.cancelJob)
+	v1.PUT("/jobs/:id/readers", s.setReaders)
 	v1.GET("/jobs/:id/logs", s.jobLogs)
 	v1.GET("/jobs/:id/outputs/:name/*path", s.jobOutput)
 

@@ -40,6 +40,7 @@ func (r *jobRow) job() (gef.Job, error) {
 		ID: r.ID, State: gef.JobState(r.State), Reason: r.Reason, Service: r.Service, Version: r.Version,
 		ImageDigest: r.ImageDigest, Node: r.Node.String, Owner: r.Owner, Attempt: r.Attempt,
 		CancelRequested: r.CancelRequested, Inputs: map[string]string{}, Outputs: []gef.OutputFile{},
+		Readers: gef.Readers{Users: []string{}, Groups: []string{}},
 		Timestamps: gef.Timestamps{
 			Queued: fromMicros(r.QueuedAt), Assigned: optTime(r.AssignedAt), FetchingImage: optTime(r.FetchingAt),
 			Running: optTime(r.RunningAt), Staging: optTime(r.StagingAt), Finished: optTime(r.FinishedAt),
@@ -208,7 +209,49 @@ func (s *Store) withDetails(ctx context.Context, rows []jobRow) ([]gef.Job, erro
 		j := byID[o.JobID]
 		j.Outputs = append(j.Outputs, o.OutputFile)
 	}
+	var readers []struct {
+		JobID string `db:"job_id"`
+		Kind  string `db:"kind"`
+		Name  string `db:"name"`
+	}
+	q, args, err = sqlx.In(`SELECT job_id, kind, name FROM job_readers WHERE job_id IN (?) ORDER BY job_id, kind, name`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("store: job readers: %w", err)
+	}
+	if err := s.db.SelectContext(ctx, &readers, s.q(q), args...); err != nil {
+		return nil, fmt.Errorf("store: job readers: %w", classify(err))
+	}
+	for _, r := range readers {
+		j := byID[r.JobID]
+		if r.Kind == "group" {
+			j.Readers.Groups = append(j.Readers.Groups, r.Name)
+		} else {
+			j.Readers.Users = append(j.Readers.Users, r.Name)
+		}
+	}
 	return jobs, nil
+}
+
+// SetReaders replaces a job's named readers.
+func (s *Store) SetReaders(ctx context.Context, id string, r gef.Readers) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM job_readers WHERE job_id = ?`), id); err != nil {
+			return fmt.Errorf("store: job readers: %w", classify(err))
+		}
+		add := func(kind string, names []string) error {
+			for _, n := range names {
+				if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO job_readers (job_id, kind, name) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`),
+					id, kind, n); err != nil {
+					return fmt.Errorf("store: job readers: %w", classify(err))
+				}
+			}
+			return nil
+		}
+		if err := add("user", r.Users); err != nil {
+			return err
+		}
+		return add("group", r.Groups)
+	})
 }
 
 // ClaimJobs assigns up to n queued jobs to node, oldest first, in one

@@ -26,7 +26,16 @@ CREATE TABLE dataset_access (
     PRIMARY KEY (dataset, kind, name)
 );
 
+-- Named readers of a job, besides its owner and the admins.
+CREATE TABLE job_readers (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    kind   TEXT NOT NULL, -- user or group
+    name   TEXT NOT NULL,
+    PRIMARY KEY (job_id, kind, name)
+);
+
 -- +goose Down
+DROP TABLE job_readers;
 DROP TABLE dataset_access;
 ALTER TABLE datasets DROP COLUMN restricted;
 DROP TABLE group_members;
