@@ -60,6 +60,12 @@ func (r *jobRow) job() (gef.Job, error) {
 
 // CreateJob stores a queued job with the assignment a node will be given.
 func (s *Store) CreateJob(ctx context.Context, j gef.Job, spec gef.Assignment) error {
+	return s.CreateJobWith(ctx, j, spec, JobExtra{})
+}
+
+// CreateJobWith stores a job as CreateJob does, with its reproducibility
+// record (rerun and reuse links, pinned digests) in the same transaction.
+func (s *Store) CreateJobWith(ctx context.Context, j gef.Job, spec gef.Assignment, extra JobExtra) error {
 	params, err := json.Marshal(nonNilMap(j.Params))
 	if err != nil {
 		return fmt.Errorf("store: job params: %w", err)
@@ -84,7 +90,7 @@ func (s *Store) CreateJob(ctx context.Context, j gef.Job, spec gef.Assignment) e
 				return fmt.Errorf("store: job input %q: %w", input, classify(err))
 			}
 		}
-		return nil
+		return s.createRepro(ctx, tx, j, spec, extra)
 	})
 }
 
@@ -208,6 +214,9 @@ func (s *Store) withDetails(ctx context.Context, rows []jobRow) ([]gef.Job, erro
 		j := byID[o.JobID]
 		j.Outputs = append(j.Outputs, o.OutputFile)
 	}
+	if err := s.loadRepro(ctx, byID, ids); err != nil {
+		return nil, err
+	}
 	return jobs, nil
 }
 
@@ -230,7 +239,8 @@ func (s *Store) ClaimJobs(ctx context.Context, node string, n int, at time.Time)
 			WHERE j.state = 'queued'
 			AND EXISTS (SELECT 1 FROM nodes n WHERE n.name = ? AND n.state = 'ready')
 			AND NOT EXISTS (SELECT 1 FROM job_inputs ji WHERE ji.job_id = j.id
-				AND NOT EXISTS (SELECT 1 FROM node_datasets nd WHERE nd.node = ? AND nd.dataset = ji.dataset))
+				AND NOT EXISTS (SELECT 1 FROM node_datasets nd WHERE nd.node = ? AND nd.dataset = ji.dataset
+					AND (ji.pinned = '' OR nd.digest = ji.pinned)))
 			ORDER BY j.id LIMIT ?` + lock + `)
 		UPDATE jobs SET state = 'assigned', node = ?, assigned_at = ?, attempt = attempt + 1
 		FROM picked WHERE jobs.id = picked.id AND jobs.state = 'queued'
