@@ -51,6 +51,10 @@ type Config struct {
 	StopGrace time.Duration
 	// UploadConcurrency is how many files are uploaded at once. Default 4.
 	UploadConcurrency int
+	// RescanInterval is how often the datasets are digested again, so the
+	// manager learns when their content changed. Default 1 min; negative
+	// turns rescans off (a job still digests its data as it starts).
+	RescanInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -89,6 +93,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.UploadConcurrency == 0 {
 		c.UploadConcurrency = 4
+	}
+	if c.RescanInterval == 0 {
+		c.RescanInterval = time.Minute
 	}
 }
 
@@ -137,6 +144,7 @@ type Agent struct {
 	http     *http.Client // for presigned uploads
 	datasets map[string]string
 	engine   EngineInfo
+	digests  *digests
 
 	mu    sync.Mutex
 	tasks map[string]*task
@@ -164,6 +172,7 @@ func New(cfg Config, rt Runtime, mgr Manager, log *slog.Logger) (*Agent, error) 
 		ds[d.Name] = d.Dir
 	}
 	return &Agent{cfg: cfg, rt: rt, mgr: mgr, log: log, http: &http.Client{}, datasets: ds, tasks: map[string]*task{},
+		digests:        newDigests(cfg.WorkDir),
 		shutdownReason: "the node agent shut down", registered: make(chan struct{})}, nil
 }
 
@@ -192,6 +201,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("node registered", "node", a.cfg.Name, "datasets", len(reg.Datasets), "capacity", a.cfg.Capacity)
 	close(a.registered)
+	if a.cfg.RescanInterval > 0 {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); a.rescan(ctx, a.cfg.RescanInterval) }()
+	}
 
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
@@ -233,13 +246,14 @@ func (a *Agent) Registered() <-chan struct{} { return a.registered }
 
 func (a *Agent) registration(ctx context.Context) (gef.NodeRegistration, error) {
 	reg := gef.NodeRegistration{Name: a.cfg.Name, Capacity: a.cfg.Capacity, EngineVersion: a.engine.Version,
-		EngineAPI: a.engine.APIVersion, AgentVersion: gef.Version, Datasets: []gef.NodeDataset{}, Images: []gef.NodeImage{}}
+		EngineAPI: a.engine.APIVersion, Runtime: a.engine.Runtime, AgentVersion: gef.Version, Datasets: []gef.NodeDataset{},
+		Images: []gef.NodeImage{}}
 	for _, d := range a.cfg.Datasets {
-		files, size, err := d.Stat(ctx)
+		info, err := a.digest(ctx, d)
 		if err != nil {
-			return reg, fmt.Errorf("agent: %w", err)
+			return reg, err
 		}
-		reg.Datasets = append(reg.Datasets, gef.NodeDataset{Name: d.Name, Files: files, Size: size})
+		reg.Datasets = append(reg.Datasets, gef.NodeDataset{Name: d.Name, Files: info.Files, Size: info.Bytes, Digest: info.Digest})
 	}
 	imgs, err := a.rt.Images(ctx, "eudat.gef.service.name")
 	if err != nil {
@@ -257,6 +271,7 @@ func (a *Agent) register(ctx context.Context, reg gef.NodeRegistration) error {
 	for {
 		err := a.mgr.Register(ctx, reg)
 		if err == nil {
+			a.digests.remember(reg)
 			return nil
 		}
 		if !retryable(err) {
