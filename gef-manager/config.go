@@ -144,6 +144,7 @@ func (c *Config) setDefaults() {
 		c.PublicURL = scheme + "://" + c.Addr
 	}
 	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	c.Manager.PublicURL = c.PublicURL
 }
 
 // Validate reports a configuration the manager cannot start with.

@@ -69,6 +69,11 @@ func (m *Manager) submit(ctx context.Context, p Principal, svc gef.Service, req 
 	for _, in := range svc.DatasetInputs() {
 		spec.Mounts = append(spec.Mounts, gef.Mount{Input: in.Name, Dataset: bindings[in.Name], Path: in.Path})
 	}
+	if req.Reuse == nil || *req.Reuse {
+		if j, ok, err := m.reuse(ctx, p, svc, params, bindings, files, argv, spec); err != nil || ok {
+			return j, err
+		}
+	}
 	if err := m.store.CreateJob(ctx, job, spec); err != nil {
 		return gef.Job{}, err
 	}
@@ -77,6 +82,8 @@ func (m *Manager) submit(ctx context.Context, p Principal, svc gef.Service, req 
 	if len(datasets) == 0 {
 		m.hub.wakeAll()
 	}
+	job.DatasetDigests, job.Differences, job.Visibility = map[string]string{}, []gef.Difference{}, gef.Private
+	m.decorate(&job)
 	return job, nil
 }
 
@@ -126,12 +133,10 @@ func (m *Manager) bindInputs(ctx context.Context, svc gef.Service, req gef.JobRe
 	return bindings, files, nil
 }
 
-// Job returns a job its caller may see. A job the caller may not see is
-// not found, so ids do not leak.
+// Job returns a job its caller may see: their own, any for an admin, and
+// a public one for anyone, signed in or not. A job the caller may not see
+// is not found, so ids do not leak.
 func (m *Manager) Job(ctx context.Context, p Principal, id string) (gef.Job, error) {
-	if p.Anonymous() {
-		return gef.Job{}, fmt.Errorf("sign in first: %w", gef.ErrUnauthorized)
-	}
 	if !gef.ValidID(id) {
 		return gef.Job{}, gef.Invalid("id", "%q is not a job id", id)
 	}
@@ -142,10 +147,16 @@ func (m *Manager) Job(ctx context.Context, p Principal, id string) (gef.Job, err
 	if !canSee(p, j) {
 		return gef.Job{}, fmt.Errorf("job %s: %w", id, gef.ErrNotFound)
 	}
+	m.decorate(&j)
 	return j, nil
 }
 
 func canSee(p Principal, j gef.Job) bool {
+	return j.Visibility == gef.Public || canChange(p, j)
+}
+
+// canChange reports whether p may act on j: its owner or an admin.
+func canChange(p Principal, j gef.Job) bool {
 	return p.Is(gef.RoleAdmin) || (!p.Anonymous() && j.Owner == p.Name)
 }
 
@@ -169,7 +180,11 @@ func (m *Manager) Jobs(ctx context.Context, p Principal, f gef.JobFilter) (gef.P
 		}
 		f.Owner = p.Name
 	}
-	return m.store.Jobs(ctx, f)
+	page, err := m.store.Jobs(ctx, f)
+	for i := range page.Items {
+		m.decorate(&page.Items[i])
+	}
+	return page, err
 }
 
 // Cancel stops a job. A queued job ends at once; a running one ends when its
@@ -178,6 +193,9 @@ func (m *Manager) Cancel(ctx context.Context, p Principal, id string) (gef.Job, 
 	j, err := m.Job(ctx, p, id)
 	if err != nil {
 		return gef.Job{}, err
+	}
+	if !canChange(p, j) {
+		return gef.Job{}, fmt.Errorf("only the owner of job %s may cancel it: %w", id, gef.ErrForbidden)
 	}
 	j, err = m.store.CancelJob(ctx, j.ID, "canceled by "+p.Name, m.now().UTC())
 	if err != nil {

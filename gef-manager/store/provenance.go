@@ -442,3 +442,12 @@ func (s *Store) ImageReferenced(ctx context.Context, digest string) (bool, error
 	}
 	return len(ids) > 0, nil
 }
+
+// ServiceByDigest returns the first version published with an image digest.
+func (s *Store) ServiceByDigest(ctx context.Context, digest string) (gef.Service, error) {
+	var r serviceRow
+	if err := s.db.GetContext(ctx, &r, s.q(`SELECT * FROM services WHERE digest = ? ORDER BY created_at LIMIT 1`), digest); err != nil {
+		return gef.Service{}, fmt.Errorf("store: service with image %s: %w", digest, classify(err))
+	}
+	return r.service()
+}
