@@ -21,8 +21,8 @@ func (m *Manager) SetVisibility(ctx context.Context, p Principal, id string, v g
 	if err != nil {
 		return gef.Job{}, err
 	}
-	if !canChange(p, j) {
-		return gef.Job{}, fmt.Errorf("only the owner of job %s may change who can read it: %w", id, gef.ErrForbidden)
+	if err := mayChange(p, j); err != nil {
+		return gef.Job{}, err
 	}
 	if err := m.store.SetVisibility(ctx, j.ID, v); err != nil {
 		return gef.Job{}, err

@@ -194,8 +194,8 @@ func (m *Manager) Cancel(ctx context.Context, p Principal, id string) (gef.Job, 
 	if err != nil {
 		return gef.Job{}, err
 	}
-	if !canChange(p, j) {
-		return gef.Job{}, fmt.Errorf("only the owner of job %s may cancel it: %w", id, gef.ErrForbidden)
+	if err := mayChange(p, j); err != nil {
+		return gef.Job{}, err
 	}
 	j, err = m.store.CancelJob(ctx, j.ID, "canceled by "+p.Name, m.now().UTC())
 	if err != nil {

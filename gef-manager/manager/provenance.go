@@ -281,3 +281,14 @@ func checkDatasetDigest(d gef.NodeDataset) error {
 	}
 	return nil
 }
+
+// mayChange refuses a caller who may read a public job but not act on it.
+func mayChange(p Principal, j gef.Job) error {
+	switch {
+	case canChange(p, j):
+		return nil
+	case p.Anonymous():
+		return fmt.Errorf("sign in first: %w", gef.ErrUnauthorized)
+	}
+	return fmt.Errorf("only the owner of job %s may do this: %w", j.ID, gef.ErrForbidden)
+}

@@ -30,7 +30,7 @@ type bundle struct {
 	m     *manager.Manager
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t testing.TB) *bundle {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
