@@ -28,12 +28,12 @@ import (
 // Crate identifiers.
 const (
 	CrateContext     = "https://w3id.org/ro/crate/1.1/context"
-	WorkflowRunTerms = "https://w3id.org/ro/terms/workflow-run/context"
+	workflowRunTerms = "https://w3id.org/ro/terms/workflow-run#"
 	crateSpec        = "https://w3id.org/ro/crate/1.1"
 	processRunCrate  = "https://w3id.org/ro/wfrun/process/0.5"
 	workflowRunCrate = "https://w3id.org/ro/wfrun/workflow/0.5"
 	workflowROCrate  = "https://w3id.org/workflowhub/workflow-ro-crate/1.0"
-	dockerImageType  = "https://w3id.org/ro/terms/workflow-run#DockerImage"
+	dockerImageType  = workflowRunTerms + "DockerImage"
 	completedStatus  = "http://schema.org/CompletedActionStatus"
 	failedStatus     = "http://schema.org/FailedActionStatus"
 	roleInput        = "input/"
@@ -230,7 +230,11 @@ func (m *Manager) crate(rec gef.Provenance, svc gef.Service) node {
 		"mainEntity":    ref(serviceID), "hasPart": append([]node{ref(serviceID)}, parts...),
 		"mentions": []node{ref(runID), ref(orchestrationID)}}
 	meta := node{"@id": "ro-crate-metadata.json", "@type": "CreativeWork", "conformsTo": ref(crateSpec), "about": ref("./")}
-	return node{"@context": []string{CrateContext, WorkflowRunTerms}, "@graph": append([]node{meta, root}, graph...)}
+	// RO-Crate 1.1 has no terms for container images and checksums; the
+	// crate adds those of the Workflow Run vocabulary, as the profiles do.
+	terms := map[string]string{"ContainerImage": workflowRunTerms + "ContainerImage",
+		"containerImage": workflowRunTerms + "containerImage", "sha256": workflowRunTerms + "sha256"}
+	return node{"@context": []any{CrateContext, terms}, "@graph": append([]node{meta, root}, graph...)}
 }
 
 func orEmpty(n []node) []node {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/eudat-gef/gef"
 	"github.com/eudat-gef/gef/client"
+	"github.com/eudat-gef/gef/internal/rocrate"
 )
 
 const reproImage = "sha256:" + "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd"
@@ -151,11 +152,7 @@ func TestRerunReuseVisibilityAndProvenance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{reproImage, d1, orig.Outputs[0].SHA256, "CreateAction", "https://w3id.org/ro/wfrun/workflow/0.5"} {
-			if !bytes.Contains(crate, []byte(want)) {
-				t.Fatalf("crate lacks %s:\n%s", want, crate)
-			}
-		}
+		checkCrate(t, crate, reproImage, map[string]string{"data": d1}, orig.Outputs)
 	})
 
 	t.Run("rerun identical", func(t *testing.T) {
@@ -342,6 +339,38 @@ func TestRerunReuseVisibilityAndProvenance(t *testing.T) {
 			t.Fatalf("deleting an unused image: %v", err)
 		}
 	})
+}
+
+// checkCrate expands a crate as JSON-LD, offline, and checks it names the
+// image digest, the dataset digests and the outputs' sha256.
+func checkCrate(t *testing.T, crate []byte, image string, digests map[string]string, outputs []gef.OutputFile) {
+	t.Helper()
+	expanded, err := rocrate.Expand(crate)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, crate)
+	}
+	const wfrun, schema = "https://w3id.org/ro/terms/workflow-run#", "http://schema.org/"
+	if got := rocrate.Values(expanded, wfrun+"ContainerImage", schema+"identifier"); len(got) != 1 || got[0] != image {
+		t.Fatalf("container image identifier %v, want %s", got, image)
+	}
+	if got := rocrate.Values(expanded, wfrun+"ContainerImage", wfrun+"sha256"); len(got) != 1 || "sha256:"+got[0] != image {
+		t.Fatalf("container image sha256 %v", got)
+	}
+	ids := strings.Join(rocrate.Values(expanded, schema+"Dataset", schema+"identifier"), " ")
+	for _, d := range digests {
+		if !strings.Contains(ids, d) {
+			t.Fatalf("dataset digests %s lack %s", ids, d)
+		}
+	}
+	sums := strings.Join(rocrate.Values(expanded, schema+"MediaObject", wfrun+"sha256"), " ")
+	for _, o := range outputs {
+		if !strings.Contains(sums, o.SHA256) {
+			t.Fatalf("output sums %s lack %s", sums, o.SHA256)
+		}
+	}
+	if got := rocrate.Values(expanded, "", "http://purl.org/dc/terms/conformsTo"); !strings.Contains(strings.Join(got, " "), "https://w3id.org/ro/wfrun/workflow/0.5") {
+		t.Fatalf("conformsTo %v", got)
+	}
 }
 
 // BenchmarkReuseSubmit measures a submit answered by reuse, over HTTP on
