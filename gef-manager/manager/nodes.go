@@ -203,11 +203,15 @@ func (m *Manager) Report(ctx context.Context, p Principal, id string, r gef.JobR
 			return gef.Job{}, err
 		}
 	}
-	j, applied, err := m.store.ReportJob(ctx, p.Name, id, r)
+	verdict, err := m.verdictFor(ctx, id, r)
 	if err != nil {
 		return gef.Job{}, err
 	}
-	if j, err = m.afterReport(ctx, p.Name, j, r); err != nil {
+	j, applied, err := m.store.ReportJobWith(ctx, p.Name, id, r, verdict)
+	if err != nil {
+		return gef.Job{}, err
+	}
+	if j, err = m.afterReport(ctx, p.Name, j, r, applied); err != nil {
 		return gef.Job{}, err
 	}
 	if applied && j.State.Final() {

@@ -10,6 +10,7 @@ import (
 	"sort"
 
 	"github.com/eudat-gef/gef"
+	"github.com/eudat-gef/gef/gef-manager/store"
 	"github.com/eudat-gef/gef/services"
 	"github.com/eudat-gef/gef/volumes"
 )
@@ -36,10 +37,10 @@ func checkReproReport(r gef.JobReport) error {
 }
 
 // afterReport keeps what a report says of reproducibility: the digests
-// and limits a job started with and, once it ended, its sealed provenance
-// and, for a rerun, its verdict. Each step is idempotent, so a node that
+// and limits a job started with and, once it ended, its sealed provenance.
+// Each step is idempotent, so a node that
 // retries a report after an error here completes them.
-func (m *Manager) afterReport(ctx context.Context, node string, j gef.Job, r gef.JobReport) (gef.Job, error) {
+func (m *Manager) afterReport(ctx context.Context, node string, j gef.Job, r gef.JobReport, applied bool) (gef.Job, error) {
 	if len(r.DatasetDigests) > 0 || r.Limits != nil {
 		if err := m.store.RecordRunning(ctx, node, j.ID, r.DatasetDigests, r.Limits, r.At); err != nil {
 			return gef.Job{}, err
@@ -55,10 +56,11 @@ func (m *Manager) afterReport(ctx context.Context, node string, j gef.Job, r gef
 	if _, err := m.seal(ctx, j); err != nil {
 		return gef.Job{}, err
 	}
-	if err := m.judge(ctx, j); err != nil {
-		return gef.Job{}, err
+	if applied && j.Verdict != nil {
+		m.log.Info("rerun judged", "job", j.ID, "rerun_of", deref(j.RerunOf), "verdict", *j.Verdict, "differences", len(j.Differences))
 	}
-	return m.store.Job(ctx, j.ID)
+	m.decorate(&j)
+	return j, nil
 }
 
 // seal freezes the provenance record of a job that ended. A record sealed
@@ -172,44 +174,49 @@ func (m *Manager) reuseKeyOf(ctx context.Context, j gef.Job) (string, error) {
 	return reuseKey(j.ImageDigest, params, j.DatasetDigests, spec.Files), nil
 }
 
-// judge records a rerun's verdict once it has ended: its outputs compared
-// with those of the run it repeats. A rerun that did not run to the end
-// (a system error or a cancel) gets no verdict.
-func (m *Manager) judge(ctx context.Context, j gef.Job) error {
-	if j.Verdict != nil || (j.State != gef.JobSucceeded && j.State != gef.JobFailed) {
-		return nil
+// verdictFor judges a rerun as the report that ends it arrives: its
+// outputs compared with those of the run it repeats. The store records the
+// verdict with the final state, so no reader sees the rerun ended without
+// it. A rerun that did not run to its end (a system error or a cancel)
+// gets no verdict.
+func (m *Manager) verdictFor(ctx context.Context, id string, r gef.JobReport) (store.ReportExtra, error) {
+	if r.State != gef.JobSucceeded && r.State != gef.JobFailed {
+		return store.ReportExtra{}, nil
+	}
+	j, err := m.store.Job(ctx, id)
+	if errors.Is(err, gef.ErrNotFound) {
+		return store.ReportExtra{}, nil // the report itself will say so
+	}
+	if err != nil {
+		return store.ReportExtra{}, err
+	}
+	if j.Verdict != nil || j.State.Final() {
+		return store.ReportExtra{}, nil
 	}
 	rep, err := m.store.Repro(ctx, j.ID)
 	if err != nil {
-		return err
+		return store.ReportExtra{}, err
 	}
 	expected := rep.Expected
 	if expected == nil {
 		if j.RerunOf == nil {
-			return nil
+			return store.ReportExtra{}, nil
 		}
 		orig, err := m.store.Job(ctx, *j.RerunOf)
 		if errors.Is(err, gef.ErrNotFound) {
-			return nil
+			return store.ReportExtra{}, nil
 		}
 		if err != nil {
-			return err
+			return store.ReportExtra{}, err
 		}
 		expected = orig.Outputs
 	}
-	diffs := compareOutputs(expected, j.Outputs)
+	diffs := compareOutputs(expected, r.Outputs)
 	verdict := gef.VerdictIdentical
 	if len(diffs) > 0 {
 		verdict = gef.VerdictDiffers
 	}
-	set, err := m.store.SetVerdict(ctx, j.ID, verdict, diffs)
-	if err != nil {
-		return err
-	}
-	if set {
-		m.log.Info("rerun judged", "job", j.ID, "rerun_of", deref(j.RerunOf), "verdict", verdict, "differences", len(diffs))
-	}
-	return nil
+	return store.ReportExtra{Verdict: &verdict, Differences: diffs}, nil
 }
 
 func deref(p *string) string {

@@ -314,6 +314,13 @@ var stateColumn = map[gef.JobState]string{
 // and returns applied false. A report from a node or attempt that no longer
 // holds the job is a gef.ErrConflict.
 func (s *Store) ReportJob(ctx context.Context, node, id string, r gef.JobReport) (job gef.Job, applied bool, err error) {
+	return s.ReportJobWith(ctx, node, id, r, ReportExtra{})
+}
+
+// ReportJobWith applies a report as ReportJob does, and with it, in the
+// same transaction, what the manager decided of a job that ends (a rerun's
+// verdict), so that no reader sees the job final without it.
+func (s *Store) ReportJobWith(ctx context.Context, node, id string, r gef.JobReport, extra ReportExtra) (job gef.Job, applied bool, err error) {
 	col, ok := stateColumn[r.State]
 	if !ok {
 		return gef.Job{}, false, gef.Invalid("state", "cannot report state %q", r.State)
@@ -355,7 +362,7 @@ func (s *Store) ReportJob(ctx context.Context, node, id string, r gef.JobReport)
 			}
 		}
 		applied = true
-		return nil
+		return s.applyReportExtra(ctx, tx, id, r, extra)
 	})
 	if err != nil {
 		return gef.Job{}, false, err

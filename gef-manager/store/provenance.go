@@ -391,9 +391,29 @@ func (s *Store) Provenance(ctx context.Context, id string) (gef.Provenance, erro
 	return p, nil
 }
 
+// ReportExtra is what the manager decides of a job as a report ends it.
+type ReportExtra struct {
+	// Verdict, if not nil, is the rerun's verdict, recorded as the report
+	// ends the job.
+	Verdict     *gef.Verdict
+	Differences []gef.Difference
+}
+
+func (s *Store) applyReportExtra(ctx context.Context, tx *sqlx.Tx, id string, r gef.JobReport, extra ReportExtra) error {
+	if extra.Verdict == nil || !r.State.Final() {
+		return nil
+	}
+	_, err := s.setVerdict(ctx, tx, id, *extra.Verdict, extra.Differences)
+	return err
+}
+
 // SetVerdict records a rerun's verdict, once; it reports whether this call
 // set it.
 func (s *Store) SetVerdict(ctx context.Context, id string, v gef.Verdict, diffs []gef.Difference) (bool, error) {
+	return s.setVerdict(ctx, s.db, id, v, diffs)
+}
+
+func (s *Store) setVerdict(ctx context.Context, db sqlx.ExecerContext, id string, v gef.Verdict, diffs []gef.Difference) (bool, error) {
 	if diffs == nil {
 		diffs = []gef.Difference{}
 	}
@@ -401,7 +421,7 @@ func (s *Store) SetVerdict(ctx context.Context, id string, v gef.Verdict, diffs 
 	if err != nil {
 		return false, fmt.Errorf("store: differences: %w", err)
 	}
-	res, err := s.db.ExecContext(ctx, s.q(`UPDATE job_repro SET verdict = ?, differences = ? WHERE job_id = ? AND verdict IS NULL`),
+	res, err := db.ExecContext(ctx, s.q(`UPDATE job_repro SET verdict = ?, differences = ? WHERE job_id = ? AND verdict IS NULL`),
 		string(v), string(b), id)
 	if err != nil {
 		return false, fmt.Errorf("store: verdict of %s: %w", id, classify(err))
