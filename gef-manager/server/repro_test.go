@@ -237,6 +237,9 @@ func TestRerunReuseVisibilityAndProvenance(t *testing.T) {
 		if _, err := anon.Output(ctx, orig.ID, "out", "r.txt"); err != nil {
 			t.Fatalf("anonymous download: %v", err)
 		}
+		if _, err := anon.Logs(ctx, orig.ID); err != nil {
+			t.Fatalf("anonymous logs: %v", err)
+		}
 		bib, err := anon.Citation(ctx, orig.ID, "bibtex")
 		if err != nil || !bytes.Contains(bib, []byte("@misc{gef-"+orig.ID)) || !bytes.Contains(bib, []byte("/jobs/"+orig.ID)) {
 			t.Fatalf("bibtex: %s %v", bib, err)
