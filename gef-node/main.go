@@ -73,7 +73,7 @@ func parseFlags(args []string) (Config, error) {
 	fs.Int64Var(&c.Agent.PidsLimit, "pids", 512, "container process limit")
 	fs.DurationVar(&c.Agent.DefaultTimeout, "timeout", 24*time.Hour, "default wall-time limit of a job")
 	fs.DurationVar(&c.Agent.MaxTimeout, "max-timeout", 7*24*time.Hour, "largest wall-time limit a service may ask for")
-	fs.DurationVar(&c.Agent.RescanInterval, "rescan", time.Minute, "how often to digest the datasets again, to learn of changes (negative: never)")
+	fs.DurationVar(&c.Agent.RescanInterval, "rescan", time.Minute, "how often to digest the datasets again, to learn of changes (negative: only at start)")
 	fs.StringVar(&c.Agent.User, "container-user", "65534:65534", "uid:gid for containers whose image would run as root")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log in JSON")

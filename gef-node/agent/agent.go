@@ -53,7 +53,7 @@ type Config struct {
 	UploadConcurrency int
 	// RescanInterval is how often the datasets are digested again, so the
 	// manager learns when their content changed. Default 1 min; negative
-	// turns rescans off (a job still digests its data as it starts).
+	// scans once, at start (a job still digests its data as it starts).
 	RescanInterval time.Duration
 }
 
@@ -201,10 +201,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("node registered", "node", a.cfg.Name, "datasets", len(reg.Datasets), "capacity", a.cfg.Capacity)
 	close(a.registered)
-	if a.cfg.RescanInterval > 0 {
-		a.wg.Add(1)
-		go func() { defer a.wg.Done(); a.rescan(ctx, a.cfg.RescanInterval) }()
-	}
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.rescan(ctx, a.cfg.RescanInterval) }()
 
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
@@ -249,11 +247,11 @@ func (a *Agent) registration(ctx context.Context) (gef.NodeRegistration, error) 
 		EngineAPI: a.engine.APIVersion, Runtime: a.engine.Runtime, AgentVersion: gef.Version, Datasets: []gef.NodeDataset{},
 		Images: []gef.NodeImage{}}
 	for _, d := range a.cfg.Datasets {
-		info, err := a.digest(ctx, d)
+		files, size, err := d.Stat(ctx)
 		if err != nil {
-			return reg, err
+			return reg, fmt.Errorf("agent: %w", err)
 		}
-		reg.Datasets = append(reg.Datasets, gef.NodeDataset{Name: d.Name, Files: info.Files, Size: info.Bytes, Digest: info.Digest})
+		reg.Datasets = append(reg.Datasets, gef.NodeDataset{Name: d.Name, Files: files, Size: size, Digest: a.digests.known(d.Name)})
 	}
 	imgs, err := a.rt.Images(ctx, "eudat.gef.service.name")
 	if err != nil {

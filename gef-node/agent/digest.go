@@ -17,15 +17,24 @@ import (
 type digests struct {
 	dir string
 
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
-	cache map[string]*volumes.DigestCache
-	last  map[string]string // the digest last reported to the manager
+	mu       sync.Mutex
+	locks    map[string]*sync.Mutex
+	cache    map[string]*volumes.DigestCache
+	current  map[string]string // the digest last computed
+	reported map[string]string // the digest the manager was last told
 }
 
 func newDigests(workDir string) *digests {
 	return &digests{dir: filepath.Join(workDir, "digests"), locks: map[string]*sync.Mutex{},
-		cache: map[string]*volumes.DigestCache{}, last: map[string]string{}}
+		cache: map[string]*volumes.DigestCache{}, current: map[string]string{}, reported: map[string]string{}}
+}
+
+// known returns the digest last computed for a dataset, or "" before the
+// first scan has finished.
+func (d *digests) known(name string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.current[name]
 }
 
 func (d *digests) lockFor(name string) (*sync.Mutex, *volumes.DigestCache) {
@@ -55,6 +64,9 @@ func (a *Agent) digest(ctx context.Context, ds volumes.Dataset) (volumes.DigestI
 	if err := cache.Save(); err != nil {
 		a.log.Warn("saving the dataset hash cache", "dataset", ds.Name, "err", err)
 	}
+	a.digests.mu.Lock()
+	a.digests.current[ds.Name] = info.Digest
+	a.digests.mu.Unlock()
 	if info.Hashed > 0 || len(info.Skipped) > 0 {
 		a.log.Info("dataset scanned", "dataset", ds.Name, "digest", info.Digest, "files", info.Files, "bytes", info.Bytes,
 			"hashed", info.Hashed, "skipped_special_files", len(info.Skipped), "took", time.Since(start).Round(time.Millisecond))
@@ -82,24 +94,35 @@ func (a *Agent) inputDigests(ctx context.Context, job gef.Assignment) (map[strin
 				m.Dataset, a.cfg.Name, want, info.Digest)
 		}
 	}
+	// The running report tells the manager these digests.
 	a.digests.mu.Lock()
 	for _, m := range job.Mounts {
-		a.digests.last[m.Dataset] = out[m.Input]
+		a.digests.reported[m.Dataset] = out[m.Input]
 	}
 	a.digests.mu.Unlock()
 	return out, nil
 }
 
-// rescan digests the datasets every interval and registers again when one
-// changed, so that the manager knows which bytes the node holds.
+// rescan digests the datasets at once, then every interval (never again if
+// every is not positive), and registers again when a digest is not what
+// the manager was told, so that it knows which bytes the node holds. The
+// node registers before its first scan: hashing a large dataset the first
+// time takes as long as reading it, and the node need not be absent
+// meanwhile. A job that starts meanwhile waits for the scan of its data.
 func (a *Agent) rescan(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	var tick <-chan time.Time
+	if every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick:
+			}
 		}
 		changed := false
 		for _, ds := range a.cfg.Datasets {
@@ -111,7 +134,7 @@ func (a *Agent) rescan(ctx context.Context, every time.Duration) {
 				continue
 			}
 			a.digests.mu.Lock()
-			if a.digests.last[ds.Name] != info.Digest {
+			if a.digests.reported[ds.Name] != info.Digest {
 				changed = true
 			}
 			a.digests.mu.Unlock()
@@ -130,7 +153,7 @@ func (d *digests) remember(reg gef.NodeRegistration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, ds := range reg.Datasets {
-		d.last[ds.Name] = ds.Digest
+		d.reported[ds.Name] = ds.Digest
 	}
 }
 
