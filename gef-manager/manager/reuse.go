@@ -15,9 +15,15 @@ import (
 // one (their own, or a public one): the new job ends succeeded at once,
 // nothing runs, and its outputs are the earlier run's. It reports false
 // when there is nothing to reuse, including when a dataset's current
-// content is unknown or differs between the nodes that hold it.
+// content is unknown or differs between the nodes that hold it, and for
+// services whose results may depend on more than their inputs.
 func (m *Manager) reuse(ctx context.Context, p Principal, svc gef.Service, params map[string]any, bindings map[string]string,
 	files []gef.InputFile, argv []string, spec gef.Assignment) (gef.Job, bool, error) {
+	// A long-lived HTTP service is a session, not a computation; a service
+	// with network access may read more than its inputs.
+	if svc.HTTP != nil || spec.Network {
+		return gef.Job{}, false, nil
+	}
 	digests := make(map[string]string, len(bindings))
 	for input, ds := range bindings {
 		held, err := m.store.HeldDigests(ctx, ds)

@@ -224,3 +224,41 @@ func TestReuseLookupAndReusedJobs(t *testing.T) {
 		}
 	})
 }
+
+func TestVerdictLandsWithTheFinalState(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		svc := fixture(t, s, map[string][]string{"n1": {"alpha"}})
+		orig := gef.NewID()
+		j := gef.Job{ID: gef.NewID(), Service: svc.Name, Version: svc.Version, ImageDigest: svc.Digest, Owner: "u1",
+			Inputs: map[string]string{"data": "alpha"}, Params: map[string]any{}, Argv: []string{"/x"},
+			Timestamps: gef.Timestamps{Queued: t0}, RerunOf: &orig}
+		if err := s.CreateJobWith(ctx, j, gef.Assignment{ImageDigest: svc.Digest}, JobExtra{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ClaimJobs(ctx, "n1", 1, t0); err != nil {
+			t.Fatal(err)
+		}
+		v := gef.VerdictDiffers
+		extra := ReportExtra{Verdict: &v, Differences: []gef.Difference{{Path: "o/a", Change: gef.ChangeRemoved}}}
+		// A report that does not end the job records no verdict.
+		if _, _, err := s.ReportJobWith(ctx, "n1", j.ID, gef.JobReport{State: gef.JobRunning, Attempt: 1, At: t0}, extra); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Job(ctx, j.ID); got.Verdict != nil {
+			t.Fatalf("verdict before the end: %v", *got.Verdict)
+		}
+		// A report from a node that does not hold the job records nothing.
+		code := 0
+		done := gef.JobReport{State: gef.JobSucceeded, Attempt: 1, At: t0, ExitCode: &code}
+		if _, _, err := s.ReportJobWith(ctx, "n2", j.ID, done, extra); !errors.Is(err, gef.ErrConflict) {
+			t.Fatalf("report from another node: %v", err)
+		}
+		got, applied, err := s.ReportJobWith(ctx, "n1", j.ID, done, extra)
+		if err != nil || !applied || got.State != gef.JobSucceeded || got.Verdict == nil || *got.Verdict != gef.VerdictDiffers ||
+			len(got.Differences) != 1 || got.Differences[0].Change != gef.ChangeRemoved {
+			t.Fatalf("final report with a verdict: %+v %v %v", got, applied, err)
+		}
+	})
+}
