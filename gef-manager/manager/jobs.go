@@ -213,5 +213,6 @@ func (m *Manager) Cancel(ctx context.Context, p Principal, id string) (gef.Job, 
 func (m *Manager) finished(j gef.Job) {
 	m.metrics.finished.WithLabelValues(string(j.State)).Inc()
 	m.logs.end(j.ID)
+	m.sealSoon(j)
 	m.log.Info("job finished", "job", j.ID, "state", j.State, "service", j.Service, "node", j.Node, "reason", j.Reason)
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/eudat-gef/gef"
 	"github.com/eudat-gef/gef/gef-manager/store"
@@ -87,6 +88,19 @@ func (m *Manager) seal(ctx context.Context, j gef.Job) (gef.Provenance, error) {
 		}
 	}
 	return m.store.SealProvenance(ctx, rec, key)
+}
+
+// sealSoon seals the provenance of a job that ended other than by its
+// node's report (a cancel while queued, a lost node), apart from the
+// request that ended it. If it cannot, the record is sealed when first read.
+func (m *Manager) sealSoon(j gef.Job) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := m.seal(ctx, j); err != nil {
+			m.log.Warn("sealing provenance; it will be sealed when first read", "job", j.ID, "err", err)
+		}
+	}()
 }
 
 // record assembles a final job's provenance.

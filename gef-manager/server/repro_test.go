@@ -156,6 +156,16 @@ func TestRerunReuseVisibilityAndProvenance(t *testing.T) {
 	})
 
 	t.Run("rerun identical", func(t *testing.T) {
+		// A rerun runs the pinned image even after its version was
+		// deprecated.
+		if _, err := b.admin.Deprecate(ctx, "repro-test", "1.0", true); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if _, err := b.admin.Deprecate(ctx, "repro-test", "1.0", false); err != nil {
+				t.Error(err)
+			}
+		}()
 		re, err := b.admin.Rerun(ctx, orig.ID, false)
 		if err != nil || re.State != gef.JobQueued || re.RerunOf == nil || *re.RerunOf != orig.ID {
 			t.Fatalf("rerun: %+v %v", re, err)
