@@ -96,7 +96,7 @@ func (m *Manager) Cite(ctx context.Context, p Principal, id, format string) (Cit
 		{"title", "{" + bibEscape(full) + "}"},
 		{"author", "{" + bibEscape(j.Owner) + "}"},
 		{"year", fmt.Sprint(when.Year())},
-		{"month", strings.ToLower(when.Month().String()[:3])},
+
 		{"publisher", bibEscape(publisher)},
 		{"version", bibEscape(j.Version)},
 		{"url", j.URL},
@@ -107,6 +107,10 @@ func (m *Manager) Cite(ctx context.Context, p Principal, id, format string) (Cit
 	fmt.Fprintf(&b, "@misc{gef-%s,\n", j.ID)
 	for _, f := range fields {
 		fmt.Fprintf(&b, "  %-12s = {%s},\n", f[0], f[1])
+		if f[0] == "year" {
+			// BibTeX's month macros, unbraced, let styles spell the month.
+			fmt.Fprintf(&b, "  %-12s = %s,\n", "month", strings.ToLower(when.Month().String()[:3]))
+		}
 	}
 	b.WriteString("}\n")
 	return Citation{ContentType: "application/x-bibtex; charset=utf-8", Text: []byte(b.String())}, nil
