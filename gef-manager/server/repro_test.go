@@ -407,3 +407,42 @@ func BenchmarkReuseSubmit(b *testing.B) {
 		}
 	}
 }
+
+func TestReproErrorShapes(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tok := adminToken(t, b)
+	id := gef.NewID()
+	for _, tc := range []struct {
+		name, method, path, token, body string
+		status                          int
+		code                            string
+	}{
+		{"rerun of an unknown job", "POST", "/api/v1/jobs/" + id + "/rerun", tok, "", 404, "not_found"},
+		{"rerun with a bad id", "POST", "/api/v1/jobs/nope/rerun", tok, "", 422, "invalid"},
+		{"rerun with an unknown field", "POST", "/api/v1/jobs/" + id + "/rerun", tok, `{"accept":true}`, 400, "bad_request"},
+		{"rerun with a wrong type", "POST", "/api/v1/jobs/" + id + "/rerun", tok, `{"accept_changed_data":"yes"}`, 400, "bad_request"},
+		{"anonymous rerun", "POST", "/api/v1/jobs/" + id + "/rerun", "", "", 401, "unauthorized"},
+		{"anonymous job", "GET", "/api/v1/jobs/" + id, "", "", 404, "not_found"},
+		{"anonymous list", "GET", "/api/v1/jobs", "", "", 401, "unauthorized"},
+		{"provenance of an unknown job", "GET", "/api/v1/jobs/" + id + "/provenance", tok, "", 404, "not_found"},
+		{"provenance in a bad format", "GET", "/api/v1/jobs/" + id + "/provenance?format=zip", tok, "", 422, "invalid"},
+		{"citation in a bad format", "GET", "/api/v1/jobs/" + id + "/citation?format=ris", tok, "", 422, "invalid"},
+		{"bad visibility", "POST", "/api/v1/jobs/" + id + "/visibility", tok, `{"visibility":"secret"}`, 422, "invalid"},
+		{"no visibility body", "POST", "/api/v1/jobs/" + id + "/visibility", tok, ``, 400, "bad_request"},
+		{"empty crate", "POST", "/api/v1/jobs/from-provenance", tok, ``, 400, "bad_request"},
+		{"crate that is not JSON", "POST", "/api/v1/jobs/from-provenance", tok, `<xml/>`, 422, "invalid"},
+		{"crate without a run", "POST", "/api/v1/jobs/from-provenance", tok, `{"@graph":[{"@id":"./"}]}`, 422, "invalid"},
+		{"crate with a bad flag", "POST", "/api/v1/jobs/from-provenance?accept_changed_data=maybe", tok, `{}`, 422, "invalid"},
+		{"anonymous crate", "POST", "/api/v1/jobs/from-provenance", "", `{"@graph":[]}`, 401, "unauthorized"},
+		{"stable URL of an unknown job", "GET", "/jobs/" + id, "", "", 404, "not_found"},
+		{"bad reuse flag", "POST", "/api/v1/jobs", tok, `{"service":"x","reuse":"no"}`, 400, "bad_request"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := raw(t, tc.method, b.url+tc.path, tc.token, tc.body)
+			if code != tc.status || errCode(body) != tc.code {
+				t.Fatalf("%s %s: %d %v, want %d %s", tc.method, tc.path, code, body, tc.status, tc.code)
+			}
+		})
+	}
+}
