@@ -84,7 +84,8 @@ func TestRunNextToTheData(t *testing.T) {
 		}
 	}
 
-	// The agent removes the job's container just after its final report.
+	// The agent removes its container once the manager has its final
+	// report, so just after the job shows as ended.
 	eventually(t, 10*time.Second, "the job's container is removed", func() bool {
 		left, err := s.rt.Containers(context.Background(), map[string]string{agent.LabelJob: j.ID})
 		return err == nil && len(left) == 0

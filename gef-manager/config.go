@@ -158,6 +158,7 @@ func (c *Config) setDefaults() {
 	if c.OIDC.Enabled() {
 		c.OIDC.RedirectURL = c.PublicURL + "/api/v1/login/oidc/callback"
 	}
+	c.Manager.PublicURL = c.PublicURL
 }
 
 // Validate reports a configuration the manager cannot start with.

@@ -75,6 +75,7 @@ func parseFlags(args []string) (Config, error) {
 	fs.DurationVar(&c.Agent.MaxTimeout, "max-timeout", 7*24*time.Hour, "largest wall-time limit a service may ask for")
 	fs.Int64Var(&logMiB, "log-limit", 64, "output kept of one job's stdout and stderr, MiB")
 	fs.Int64Var(&outMiB, "output-limit", 10240, "most a job may write to its outputs, MiB; a job writing more is killed")
+	fs.DurationVar(&c.Agent.RescanInterval, "rescan", time.Minute, "how often to digest the datasets again, to learn of changes (negative: only at start)")
 	fs.StringVar(&c.Agent.User, "container-user", "65534:65534", "uid:gid for containers whose image would run as root")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log in JSON")

@@ -69,6 +69,11 @@ func (m *Manager) submit(ctx context.Context, p Principal, svc gef.Service, req 
 	for _, in := range svc.DatasetInputs() {
 		spec.Mounts = append(spec.Mounts, gef.Mount{Input: in.Name, Dataset: bindings[in.Name], Path: in.Path})
 	}
+	if req.Reuse == nil || *req.Reuse {
+		if j, ok, err := m.reuse(ctx, p, svc, params, bindings, files, argv, spec); err != nil || ok {
+			return j, err
+		}
+	}
 	if err := m.store.CreateJob(ctx, job, spec); err != nil {
 		return gef.Job{}, err
 	}
@@ -77,6 +82,8 @@ func (m *Manager) submit(ctx context.Context, p Principal, svc gef.Service, req 
 	if len(datasets) == 0 {
 		m.hub.wakeAll()
 	}
+	job.DatasetDigests, job.Differences, job.Visibility = map[string]string{}, []gef.Difference{}, gef.Private
+	m.decorate(&job)
 	return job, nil
 }
 
@@ -127,12 +134,10 @@ func (m *Manager) bindInputs(ctx context.Context, p Principal, svc gef.Service, 
 	return bindings, files, nil
 }
 
-// Job returns a job its caller may see. A job the caller may not see is
-// not found, so ids do not leak.
+// Job returns a job its caller may see: their own, any for an admin, and
+// a public one for anyone, signed in or not. A job the caller may not see
+// is not found, so ids do not leak.
 func (m *Manager) Job(ctx context.Context, p Principal, id string) (gef.Job, error) {
-	if p.Anonymous() {
-		return gef.Job{}, fmt.Errorf("sign in first: %w", gef.ErrUnauthorized)
-	}
 	if !gef.ValidID(id) {
 		return gef.Job{}, gef.Invalid("id", "%q is not a job id", id)
 	}
@@ -147,6 +152,7 @@ func (m *Manager) Job(ctx context.Context, p Principal, id string) (gef.Job, err
 	if !ok {
 		return gef.Job{}, fmt.Errorf("job %s: %w", id, gef.ErrNotFound)
 	}
+	m.decorate(&j)
 	return j, nil
 }
 
@@ -154,7 +160,7 @@ func (m *Manager) Job(ctx context.Context, p Principal, id string) (gef.Job, err
 // the admins may.
 func (m *Manager) canSee(ctx context.Context, p Principal, j gef.Job) (bool, error) {
 	switch {
-	case p.Is(gef.RoleAdmin):
+	case p.Is(gef.RoleAdmin), j.Visibility == gef.Public:
 		return true, nil
 	case p.Anonymous() || p.Is(gef.RoleNode):
 		return false, nil
@@ -176,8 +182,8 @@ func (m *Manager) SetReaders(ctx context.Context, p Principal, id string, r gef.
 	if err != nil {
 		return gef.Job{}, err
 	}
-	if j.Owner != p.Name && !p.Is(gef.RoleAdmin) {
-		return gef.Job{}, fmt.Errorf("only the job's owner may name its readers: %w", gef.ErrForbidden)
+	if err := mayChange(p, j); err != nil {
+		return gef.Job{}, err
 	}
 	for _, n := range append(append([]string{}, r.Users...), r.Groups...) {
 		if !validName(n) {
@@ -188,6 +194,11 @@ func (m *Manager) SetReaders(ctx context.Context, p Principal, id string, r gef.
 		return gef.Job{}, err
 	}
 	return m.store.Job(ctx, id)
+}
+
+// canChange reports whether p may act on j: its owner or an admin.
+func canChange(p Principal, j gef.Job) bool {
+	return p.Is(gef.RoleAdmin) || (!p.Anonymous() && j.Owner == p.Name)
 }
 
 // Jobs lists the jobs the caller may see, newest first.
@@ -210,7 +221,11 @@ func (m *Manager) Jobs(ctx context.Context, p Principal, f gef.JobFilter) (gef.P
 		}
 		f.Owner = p.Name
 	}
-	return m.store.Jobs(ctx, f)
+	page, err := m.store.Jobs(ctx, f)
+	for i := range page.Items {
+		m.decorate(&page.Items[i])
+	}
+	return page, err
 }
 
 // Cancel stops a job. A queued job ends at once; a running one ends when its
@@ -220,8 +235,8 @@ func (m *Manager) Cancel(ctx context.Context, p Principal, id string) (gef.Job, 
 	if err != nil {
 		return gef.Job{}, err
 	}
-	if j.Owner != p.Name && !p.Is(gef.RoleAdmin) {
-		return gef.Job{}, fmt.Errorf("only the job's owner may cancel it: %w", gef.ErrForbidden)
+	if err := mayChange(p, j); err != nil {
+		return gef.Job{}, err
 	}
 	j, err = m.store.CancelJob(ctx, j.ID, "canceled by "+p.Name, m.now().UTC())
 	if err != nil {
@@ -239,5 +254,6 @@ func (m *Manager) Cancel(ctx context.Context, p Principal, id string) (gef.Job, 
 func (m *Manager) finished(j gef.Job) {
 	m.metrics.finished.WithLabelValues(string(j.State)).Inc()
 	m.logs.end(j.ID)
+	m.sealSoon(j)
 	m.log.Info("job finished", "job", j.ID, "state", j.State, "service", j.Service, "node", j.Node, "reason", j.Reason)
 }

@@ -71,6 +71,7 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 	v1.PUT("/jobs/:id/readers", s.setReaders)
 	v1.GET("/jobs/:id/logs", s.jobLogs)
 	v1.GET("/jobs/:id/outputs/:name/*path", s.jobOutput)
+	s.routeRepro(v1)
 
 	v1.POST("/login", s.login)
 	v1.POST("/password", s.setPassword)

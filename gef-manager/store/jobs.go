@@ -61,6 +61,12 @@ func (r *jobRow) job() (gef.Job, error) {
 
 // CreateJob stores a queued job with the assignment a node will be given.
 func (s *Store) CreateJob(ctx context.Context, j gef.Job, spec gef.Assignment) error {
+	return s.CreateJobWith(ctx, j, spec, JobExtra{})
+}
+
+// CreateJobWith stores a job as CreateJob does, with its reproducibility
+// record (rerun and reuse links, pinned digests) in the same transaction.
+func (s *Store) CreateJobWith(ctx context.Context, j gef.Job, spec gef.Assignment, extra JobExtra) error {
 	params, err := json.Marshal(nonNilMap(j.Params))
 	if err != nil {
 		return fmt.Errorf("store: job params: %w", err)
@@ -85,7 +91,7 @@ func (s *Store) CreateJob(ctx context.Context, j gef.Job, spec gef.Assignment) e
 				return fmt.Errorf("store: job input %q: %w", input, classify(err))
 			}
 		}
-		return nil
+		return s.createRepro(ctx, tx, j, spec, extra)
 	})
 }
 
@@ -229,6 +235,9 @@ func (s *Store) withDetails(ctx context.Context, rows []jobRow) ([]gef.Job, erro
 			j.Readers.Users = append(j.Readers.Users, r.Name)
 		}
 	}
+	if err := s.loadRepro(ctx, byID, ids); err != nil {
+		return nil, err
+	}
 	return jobs, nil
 }
 
@@ -273,7 +282,8 @@ func (s *Store) ClaimJobs(ctx context.Context, node string, n int, at time.Time)
 			WHERE j.state = 'queued'
 			AND EXISTS (SELECT 1 FROM nodes n WHERE n.name = ? AND n.state = 'ready')
 			AND NOT EXISTS (SELECT 1 FROM job_inputs ji WHERE ji.job_id = j.id
-				AND NOT EXISTS (SELECT 1 FROM node_datasets nd WHERE nd.node = ? AND nd.dataset = ji.dataset))
+				AND NOT EXISTS (SELECT 1 FROM node_datasets nd WHERE nd.node = ? AND nd.dataset = ji.dataset
+					AND (ji.pinned = '' OR nd.digest = ji.pinned)))
 			ORDER BY j.id LIMIT ?` + lock + `)
 		UPDATE jobs SET state = 'assigned', node = ?, assigned_at = ?, attempt = attempt + 1
 		FROM picked WHERE jobs.id = picked.id AND jobs.state = 'queued'
@@ -347,6 +357,13 @@ var stateColumn = map[gef.JobState]string{
 // and returns applied false. A report from a node or attempt that no longer
 // holds the job is a gef.ErrConflict.
 func (s *Store) ReportJob(ctx context.Context, node, id string, r gef.JobReport) (job gef.Job, applied bool, err error) {
+	return s.ReportJobWith(ctx, node, id, r, ReportExtra{})
+}
+
+// ReportJobWith applies a report as ReportJob does, and with it, in the
+// same transaction, what the manager decided of a job that ends (a rerun's
+// verdict), so that no reader sees the job final without it.
+func (s *Store) ReportJobWith(ctx context.Context, node, id string, r gef.JobReport, extra ReportExtra) (job gef.Job, applied bool, err error) {
 	col, ok := stateColumn[r.State]
 	if !ok {
 		return gef.Job{}, false, gef.Invalid("state", "cannot report state %q", r.State)
@@ -388,7 +405,7 @@ func (s *Store) ReportJob(ctx context.Context, node, id string, r gef.JobReport)
 			}
 		}
 		applied = true
-		return nil
+		return s.applyReportExtra(ctx, tx, id, r, extra)
 	})
 	if err != nil {
 		return gef.Job{}, false, err

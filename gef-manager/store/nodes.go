@@ -17,12 +17,12 @@ import (
 // down is ready again.
 func (s *Store) RegisterNode(ctx context.Context, reg gef.NodeRegistration, at time.Time) error {
 	return s.tx(ctx, func(tx *sqlx.Tx) error {
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO nodes (name, state, capacity, engine_version, engine_api, agent_version, registered_at, last_seen)
-			VALUES (?, 'ready', ?, ?, ?, ?, ?, ?)
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO nodes (name, state, capacity, engine_version, engine_api, runtime, agent_version, registered_at, last_seen)
+			VALUES (?, 'ready', ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET capacity = excluded.capacity, engine_version = excluded.engine_version,
-				engine_api = excluded.engine_api, agent_version = excluded.agent_version, last_seen = excluded.last_seen,
+				engine_api = excluded.engine_api, runtime = excluded.runtime, agent_version = excluded.agent_version, last_seen = excluded.last_seen,
 				state = CASE WHEN nodes.state = 'draining' THEN 'draining' ELSE 'ready' END`),
-			reg.Name, reg.Capacity, reg.EngineVersion, reg.EngineAPI, reg.AgentVersion, micros(at), micros(at))
+			reg.Name, reg.Capacity, reg.EngineVersion, reg.EngineAPI, reg.Runtime, reg.AgentVersion, micros(at), micros(at))
 		if err != nil {
 			return fmt.Errorf("store: register node %q: %w", reg.Name, classify(err))
 		}
@@ -34,10 +34,13 @@ func (s *Store) RegisterNode(ctx context.Context, reg gef.NodeRegistration, at t
 				d.Name, micros(at)); err != nil {
 				return fmt.Errorf("store: register dataset %q: %w", d.Name, classify(err))
 			}
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO node_datasets (node, dataset, size, files) VALUES (?, ?, ?, ?)`),
-				reg.Name, d.Name, d.Size, d.Files); err != nil {
+			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO node_datasets (node, dataset, size, files, digest) VALUES (?, ?, ?, ?, ?)`),
+				reg.Name, d.Name, d.Size, d.Files, d.Digest); err != nil {
 				return fmt.Errorf("store: register node dataset %q: %w", d.Name, classify(err))
 			}
+		}
+		if err := s.recordVersions(ctx, tx, reg.Datasets, at); err != nil {
+			return err
 		}
 		return s.setImages(ctx, tx, reg.Name, reg.Images)
 	})
@@ -90,6 +93,7 @@ type nodeRow struct {
 	Capacity      int    `db:"capacity"`
 	EngineVersion string `db:"engine_version"`
 	EngineAPI     string `db:"engine_api"`
+	Runtime       string `db:"runtime"`
 	AgentVersion  string `db:"agent_version"`
 	RegisteredAt  int64  `db:"registered_at"`
 	LastSeen      int64  `db:"last_seen"`
@@ -134,7 +138,7 @@ func (r nodeRow) node(datasets []string) gef.Node {
 		datasets = []string{}
 	}
 	return gef.Node{Name: r.Name, State: gef.NodeState(r.State), Capacity: r.Capacity, Running: r.Running,
-		Datasets: datasets, EngineVersion: r.EngineVersion, EngineAPI: r.EngineAPI, AgentVersion: r.AgentVersion,
+		Datasets: datasets, EngineVersion: r.EngineVersion, EngineAPI: r.EngineAPI, Runtime: r.Runtime, AgentVersion: r.AgentVersion,
 		RegisteredAt: fromMicros(r.RegisteredAt), LastSeen: fromMicros(r.LastSeen)}
 }
 
@@ -233,7 +237,7 @@ func (s *Store) Datasets(ctx context.Context) ([]gef.Dataset, error) {
 	for i, r := range rows {
 		out[i] = r.dataset(nodes[r.Name], access[r.Name])
 	}
-	return out, nil
+	return out, s.withDigests(ctx, out, false)
 }
 
 // datasetAccess loads the access lists of one dataset, or of all for "".
@@ -306,7 +310,11 @@ func (s *Store) Dataset(ctx context.Context, name string) (gef.Dataset, error) {
 	if err != nil {
 		return gef.Dataset{}, err
 	}
-	return r.dataset(nodes, access[name]), nil
+	ds := []gef.Dataset{r.dataset(nodes, access[name])}
+	if err := s.withDigests(ctx, ds, true); err != nil {
+		return gef.Dataset{}, err
+	}
+	return ds[0], nil
 }
 
 func (r datasetRow) dataset(nodes []string, a gef.DatasetAccess) gef.Dataset {

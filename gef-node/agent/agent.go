@@ -58,6 +58,10 @@ type Config struct {
 	StopGrace time.Duration
 	// UploadConcurrency is how many files are uploaded at once. Default 4.
 	UploadConcurrency int
+	// RescanInterval is how often the datasets are digested again, so the
+	// manager learns when their content changed. Default 1 min; negative
+	// scans once, at start (a job still digests its data as it starts).
+	RescanInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -97,6 +101,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.UploadConcurrency == 0 {
 		c.UploadConcurrency = 4
+	}
+	if c.RescanInterval == 0 {
+		c.RescanInterval = time.Minute
 	}
 }
 
@@ -145,6 +152,7 @@ type Agent struct {
 	http     *http.Client // for presigned uploads
 	datasets map[string]string
 	engine   EngineInfo
+	digests  *digests
 
 	mu    sync.Mutex
 	tasks map[string]*task
@@ -173,6 +181,7 @@ func New(cfg Config, rt Runtime, mgr Manager, log *slog.Logger) (*Agent, error) 
 		ds[d.Name] = d.Dir
 	}
 	return &Agent{cfg: cfg, rt: rt, mgr: mgr, log: log, http: &http.Client{}, datasets: ds, tasks: map[string]*task{},
+		digests:        newDigests(cfg.WorkDir),
 		shutdownReason: "the node agent shut down", registered: make(chan struct{})}, nil
 }
 
@@ -201,6 +210,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("node registered", "node", a.cfg.Name, "datasets", len(reg.Datasets), "capacity", a.cfg.Capacity)
 	close(a.registered)
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.rescan(ctx, a.cfg.RescanInterval) }()
 
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
@@ -242,13 +253,14 @@ func (a *Agent) Registered() <-chan struct{} { return a.registered }
 
 func (a *Agent) registration(ctx context.Context) (gef.NodeRegistration, error) {
 	reg := gef.NodeRegistration{Name: a.cfg.Name, Capacity: a.cfg.Capacity, EngineVersion: a.engine.Version,
-		EngineAPI: a.engine.APIVersion, AgentVersion: gef.Version, Datasets: []gef.NodeDataset{}, Images: []gef.NodeImage{}}
+		EngineAPI: a.engine.APIVersion, Runtime: a.engine.Runtime, AgentVersion: gef.Version, Datasets: []gef.NodeDataset{},
+		Images: []gef.NodeImage{}}
 	for _, d := range a.cfg.Datasets {
 		files, size, err := d.Stat(ctx)
 		if err != nil {
 			return reg, fmt.Errorf("agent: %w", err)
 		}
-		reg.Datasets = append(reg.Datasets, gef.NodeDataset{Name: d.Name, Files: files, Size: size})
+		reg.Datasets = append(reg.Datasets, gef.NodeDataset{Name: d.Name, Files: files, Size: size, Digest: a.digests.known(d.Name)})
 	}
 	imgs, err := a.rt.Images(ctx, "eudat.gef.service.name")
 	if err != nil {
@@ -266,6 +278,7 @@ func (a *Agent) register(ctx context.Context, reg gef.NodeRegistration) error {
 	for {
 		err := a.mgr.Register(ctx, reg)
 		if err == nil {
+			a.digests.remember(reg)
 			return nil
 		}
 		if !retryable(err) {

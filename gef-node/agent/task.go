@@ -103,6 +103,10 @@ func (t *task) execute(ctx context.Context) (gef.JobReport, error) {
 	if err != nil {
 		return t.sysErr("%v", err), nil
 	}
+	digests, err := t.a.inputDigests(ctx, job)
+	if err != nil {
+		return t.sysErr("%v", err), nil
+	}
 	id, err := rt.Create(ctx, spec.ContainerSpec)
 	if err != nil {
 		return t.sysErr("engine: %v", err), nil
@@ -118,7 +122,8 @@ func (t *task) execute(ctx context.Context) (gef.JobReport, error) {
 	}
 	started := time.Now()
 	go func() { logsDone <- rt.Logs(ctx, id, ship.writer("stdout"), ship.writer("stderr")) }()
-	if err := t.report(ctx, gef.JobReport{State: gef.JobRunning, At: started, ImageDigest: img.ID}); err != nil {
+	running := gef.JobReport{State: gef.JobRunning, At: started, ImageDigest: img.ID, DatasetDigests: digests, Limits: spec.limits()}
+	if err := t.report(ctx, running); err != nil {
 		_ = rt.Stop(ctx, id, 0)
 		ship.close(ctx)
 		return gef.JobReport{}, err
