@@ -64,8 +64,14 @@ func relative(t, now time.Time) string {
 // the logs) sees the same clock.
 func absolute(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }
 
-// duration shows how long something took: 850 ms, 4.2 s, 3 min 5 s, 2 h 10 min.
+// duration shows how long something took: 850 ms, 4.2 s, 3 min 5 s, 2 h.
 func duration(d time.Duration) string {
+	two := func(a int, ua string, b int, ub string) string {
+		if b == 0 {
+			return fmt.Sprintf("%d %s", a, ua)
+		}
+		return fmt.Sprintf("%d %s %d %s", a, ua, b, ub)
+	}
 	switch {
 	case d < 0:
 		return "–"
@@ -76,11 +82,11 @@ func duration(d time.Duration) string {
 	case d < time.Minute:
 		return fmt.Sprintf("%d s", int(d.Seconds()))
 	case d < time.Hour:
-		return fmt.Sprintf("%d min %d s", int(d.Minutes()), int(d.Seconds())%60)
+		return two(int(d.Minutes()), "min", int(d.Seconds())%60, "s")
 	case d < 48*time.Hour:
-		return fmt.Sprintf("%d h %d min", int(d.Hours()), int(d.Minutes())%60)
+		return two(int(d.Hours()), "h", int(d.Minutes())%60, "min")
 	}
-	return fmt.Sprintf("%d days %d h", int(d.Hours())/24, int(d.Hours())%24)
+	return two(int(d.Hours())/24, "days", int(d.Hours())%24, "h")
 }
 
 // shortDigest cuts an image ID to the 12 hex digits people quote.

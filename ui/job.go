@@ -53,9 +53,16 @@ func phases(j gef.Job, now time.Time) []phase {
 	for i, s := range steps {
 		ph := phase{Name: s.name}
 		if s.at == nil {
+			// A phase the job went past without entering (no image to
+			// fetch, or canceled before it) is skipped, not pending.
 			ph.Status = "pending"
 			if j.State.Final() {
 				ph.Status = "skipped"
+			}
+			for _, n := range steps[i+1:] {
+				if n.at != nil {
+					ph.Status = "skipped"
+				}
 			}
 			out = append(out, ph)
 			continue

@@ -26,9 +26,13 @@ type templates struct {
 	pages map[string]*template.Template
 }
 
-func loadTemplates(funcs template.FuncMap) *templates {
-	base := template.Must(template.New("gef").Option("missingkey=zero").Funcs(funcs).ParseFS(templateFS, "templates/_*.html"))
-	files, err := fs.Glob(templateFS, "templates/*.html")
+// loadTemplates parses the templates of fsys. Partials are parsed first,
+// so a partial that defines one of the empty blocks a page leaves for
+// other features (the job page's "job-provenance", for one) fills it: an
+// empty block never replaces a definition that has content.
+func loadTemplates(fsys fs.FS, funcs template.FuncMap) *templates {
+	base := template.Must(template.New("gef").Option("missingkey=zero").Funcs(funcs).ParseFS(fsys, "templates/_*.html"))
+	files, err := fs.Glob(fsys, "templates/*.html")
 	if err != nil {
 		panic(err)
 	}
@@ -38,7 +42,7 @@ func loadTemplates(funcs template.FuncMap) *templates {
 		if strings.HasPrefix(name, "_") {
 			continue
 		}
-		t.pages[name] = template.Must(template.Must(base.Clone()).ParseFS(templateFS, f))
+		t.pages[name] = template.Must(template.Must(base.Clone()).ParseFS(fsys, f))
 	}
 	return t
 }

@@ -88,7 +88,7 @@ func New(m *manager.Manager, cfg Config, log *slog.Logger) (*UI, error) {
 		u.publicHost, u.secure = p.Host, p.Scheme == "https"
 	}
 	u.static = loadStatic()
-	u.tmpl = loadTemplates(u.funcs())
+	u.tmpl = loadTemplates(templateFS, u.funcs())
 	return u, nil
 }
 

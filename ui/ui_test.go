@@ -3,7 +3,9 @@ package ui
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
@@ -13,7 +15,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
+
+	"github.com/gin-gonic/gin"
 
 	"github.com/eudat-gef/gef"
 	"github.com/eudat-gef/gef/gef-manager/auth"
@@ -67,6 +72,7 @@ var statsLabels = map[string]string{
 // node holding the dataset "tables" and the image of statsLabels.
 type bundle struct {
 	url   string
+	gui   *UI
 	m     *manager.Manager
 	admin manager.Principal
 	node  manager.Principal
@@ -110,7 +116,7 @@ func setup(t *testing.T) *bundle {
 	gui.Mount(srv.Engine())
 	h.Handle("/", srv)
 
-	b := &bundle{url: ts.URL, m: m}
+	b := &bundle{url: ts.URL, m: m, gui: gui}
 	b.admin = b.principal(t, "admin", gef.RoleAdmin)
 	b.node = b.principal(t, "site-a", gef.RoleNode)
 	err = m.RegisterNode(ctx, b.node, gef.NodeRegistration{Name: "site-a", Capacity: 2,
@@ -677,4 +683,66 @@ func TestPagesRender(t *testing.T) {
 			t.Errorf("static %s: %d", f, a.status)
 		}
 	}
+}
+
+// TestJobPageSlots checks that a partial defining one of the job page's
+// slots fills it, as the features still to come will do.
+func TestJobPageSlots(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	fsys := fstest.MapFS{}
+	err := fs.WalkDir(templateFS, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := templateFS.ReadFile(p)
+		fsys[p] = &fstest.MapFile{Data: data}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys["templates/_slots.html"] = &fstest.MapFile{Data: []byte(
+		`{{define "job-provenance"}}<section id="prov">provenance of {{.Data.Job.ID}}</section>{{end}}` +
+			`{{define "job-actions"}}<button id="rerun">Rerun</button>{{end}}`)}
+	u, err := New(b.m, Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.tmpl = loadTemplates(fsys, u.funcs())
+	var out strings.Builder
+	j := gef.Job{ID: "01J0000000000000000000000Z", State: gef.JobSucceeded, Timestamps: gef.Timestamps{Queued: time.Now()}}
+	if err := u.page("job").ExecuteTemplate(&out, "layout", view{Data: jobData{Job: j}}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `<section id="prov">provenance of 01J0000000000000000000000Z</section>`) ||
+		!strings.Contains(out.String(), `<button id="rerun">Rerun</button>`) {
+		t.Fatalf("the slots stay empty:\n%s", out.String())
+	}
+	// Without such a partial they render nothing.
+	out.Reset()
+	if err := b.gui.page("job").ExecuteTemplate(&out, "layout", view{Data: jobData{Job: j}}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "prov") || strings.Contains(out.String(), "rerun") {
+		t.Fatal("an empty slot rendered something")
+	}
+}
+
+// TestMissingTemplateStopsStartUp checks that a handler whose template is
+// missing fails when the routes are built, not on its first request.
+func TestMissingTemplateStopsStartUp(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	u, err := New(b.m, Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(u.tmpl.pages, "jobs")
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "jobs.html") {
+			t.Fatalf("Mount without jobs.html: recovered %v", r)
+		}
+	}()
+	u.Mount(gin.New())
 }

@@ -103,6 +103,12 @@
       source.addEventListener('log', function (e) {
         var m = JSON.parse(e.data);
         append(m.stream, m.text);
+        // Output means the job runs: show it now rather than at the next tick.
+        var st = box.querySelector('[data-state]');
+        if (st && st.getAttribute('data-state') !== 'running' && !ended) {
+          clearTimeout(timer);
+          timer = setTimeout(tick, 50);
+        }
       });
       source.addEventListener('end', function () {
         if (source) { source.close(); source = null; }
