@@ -73,6 +73,7 @@ var statsLabels = map[string]string{
 type bundle struct {
 	url   string
 	gui   *UI
+	st    *store.Store
 	m     *manager.Manager
 	admin manager.Principal
 	node  manager.Principal
@@ -80,10 +81,19 @@ type bundle struct {
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
+	return setupOn(t, "")
+}
+
+// setupOn is setup on the database dsn; empty means a fresh SQLite file.
+func setupOn(t testing.TB, dsn string) *bundle {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
+	if dsn == "" {
+		dsn = "sqlite:" + filepath.Join(dir, "gef.db")
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(ctx, "sqlite:"+filepath.Join(dir, "gef.db"), nil)
+	st, err := store.Open(ctx, dsn, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +126,7 @@ func setup(t *testing.T) *bundle {
 	gui.Mount(srv.Engine())
 	h.Handle("/", srv)
 
-	b := &bundle{url: ts.URL, m: m, gui: gui}
+	b := &bundle{url: ts.URL, m: m, gui: gui, st: st}
 	b.admin = b.principal(t, "admin", gef.RoleAdmin)
 	b.node = b.principal(t, "site-a", gef.RoleNode)
 	err = m.RegisterNode(ctx, b.node, gef.NodeRegistration{Name: "site-a", Capacity: 2,
@@ -129,7 +139,7 @@ func setup(t *testing.T) *bundle {
 	return b
 }
 
-func (b *bundle) principal(t *testing.T, name string, role gef.Role) manager.Principal {
+func (b *bundle) principal(t testing.TB, name string, role gef.Role) manager.Principal {
 	t.Helper()
 	tok, err := b.m.Bootstrap(context.Background(), name, role)
 	if err != nil {
@@ -143,7 +153,7 @@ func (b *bundle) principal(t *testing.T, name string, role gef.Role) manager.Pri
 }
 
 // user makes a user with a password and a browser signed in as them.
-func (b *bundle) user(t *testing.T, name string, role gef.Role) *browser {
+func (b *bundle) user(t testing.TB, name string, role gef.Role) *browser {
 	t.Helper()
 	if _, err := b.m.CreateUser(context.Background(), b.admin, name, role, password); err != nil {
 		t.Fatal(err)
@@ -153,7 +163,7 @@ func (b *bundle) user(t *testing.T, name string, role gef.Role) *browser {
 	return br
 }
 
-func (b *bundle) publish(t *testing.T) gef.Service {
+func (b *bundle) publish(t testing.TB) gef.Service {
 	t.Helper()
 	svc, _, err := b.m.RegisterService(context.Background(), b.admin, imageID)
 	if err != nil {
@@ -165,12 +175,12 @@ func (b *bundle) publish(t *testing.T) gef.Service {
 // browser is an HTTP client that keeps cookies, follows no redirects and
 // sends Origin with posts, as a browser does.
 type browser struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 	c    *http.Client
 }
 
-func (b *bundle) browser(t *testing.T) *browser {
+func (b *bundle) browser(t testing.TB) *browser {
 	jar, err := cookiejar.New(nil)
 	if err != nil {
 		t.Fatal(err)
