@@ -22,15 +22,15 @@ type jobsData struct {
 	Filtered          bool
 }
 
-// jobs lists jobs newest first, filtered by state, service, dataset and
-// (for admins) owner. Pages follow the store's keyset on job ids, so the
+// jobs lists jobs newest first, filtered by state, service, dataset, node
+// and (for admins) owner. Pages follow the store's keyset on job ids, so the
 // thousandth page costs what the first does.
 func (u *UI) jobs() gin.HandlerFunc {
 	t := u.page("jobs")
 	return func(c *gin.Context) {
 		ctx, p := c.Request.Context(), viewer(c)
 		f := gef.JobFilter{State: gef.JobState(c.Query("state")), Service: c.Query("service"),
-			Dataset: c.Query("dataset"), Owner: c.Query("owner"), PageToken: c.Query("page"), Limit: u.cfg.PageSize}
+			Dataset: c.Query("dataset"), Owner: c.Query("owner"), Node: c.Query("node"), PageToken: c.Query("page"), Limit: u.cfg.PageSize}
 		if !p.Is(gef.RoleAdmin) {
 			f.Owner = "" // the manager shows others only their own jobs
 		}
@@ -50,12 +50,12 @@ func (u *UI) jobs() gin.HandlerFunc {
 			return
 		}
 		d := jobsData{Filter: f, States: gef.JobStates, Jobs: page.Items,
-			Filtered: f.State != "" || f.Service != "" || f.Dataset != "" || f.Owner != ""}
+			Filtered: f.State != "" || f.Service != "" || f.Dataset != "" || f.Owner != "" || f.Node != ""}
 		d.Services = names(f.Service, len(svcs), func(i int) string { return svcs[i].Name })
 		d.Datasets = names(f.Dataset, len(ds), func(i int) string { return ds[i].Name })
 
 		q := url.Values{}
-		for k, v := range map[string]string{"state": string(f.State), "service": f.Service, "dataset": f.Dataset, "owner": f.Owner} {
+		for k, v := range map[string]string{"state": string(f.State), "service": f.Service, "dataset": f.Dataset, "owner": f.Owner, "node": f.Node} {
 			if v != "" {
 				q.Set(k, v)
 			}

@@ -58,7 +58,11 @@
       if (busy) { return Promise.resolve(); }
       busy = true;
       return fetch(box.getAttribute('data-live-url'), { credentials: 'same-origin', headers: { Accept: 'text/html' } })
-        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (r) {
+          // Sent to the sign-in page: the session ended, so stop asking.
+          if (r.redirected) { ended = true; clearTimeout(timer); return null; }
+          return r.ok ? r.text() : null;
+        })
         .then(function (html) {
           if (html === null) { return; }
           var doc = new DOMParser().parseFromString(html, 'text/html');
