@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -110,9 +111,10 @@ func TestBrowser(t *testing.T) {
 		id := eval[string](tb, `document.getElementById('job').dataset.job`)
 		eval[bool](tb, `window.gefSamePage = true`)
 
-		tb.waitFor("the job succeeds on the page", `document.querySelector('#job [data-state]').dataset.state === 'succeeded'
+		tb.waitFor("the job succeeds on the page", endedBadly+` || (`+jobState+` === 'succeeded'
 			&& document.getElementById('log').textContent.includes('temperature: n=8')
-			&& document.querySelector('tr[data-output="stats/stats.json"]') !== null`, 2*time.Minute)
+			&& document.querySelector('tr[data-output="stats/stats.json"]') !== null)`, 2*time.Minute)
+		tb.succeeded()
 		if !eval[bool](tb, `window.gefSamePage === true`) {
 			t.Fatal("the job page reloaded to show the end of the job")
 		}
@@ -172,16 +174,19 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("the job had ended (%s) before its page loaded", first)
 		}
 		eval[bool](tb, `window.gefSamePage = true`)
-		tb.waitFor("the first lines appear in the log and the page says running",
-			`document.getElementById('log').textContent.includes('testsvc: started')
-			&& document.querySelector('#job [data-state]').dataset.state === 'running'`, time.Minute)
+		tb.waitFor("the first lines appear in the log and the page says running", endedBadly+` || (
+			document.getElementById('log').textContent.includes('testsvc: started') && `+jobState+` === 'running')`, time.Minute)
+		if st := eval[string](tb, jobState); st != string(gef.JobRunning) {
+			t.Fatalf("the job is %s: %s", st, tb.text(".status"))
+		}
 		if got := tb.text("#log"); !strings.Contains(got, "line 1\nline 2\nline 3") || !strings.Contains(got, "hello from the browser") || strings.Contains(got, "testsvc: done") {
 			t.Fatalf("log while running: %q", got)
 		}
 		tb.shot("job-running")
-		tb.waitFor("the job succeeds", `document.querySelector('#job [data-state]').dataset.state === 'succeeded'
+		tb.waitFor("the job succeeds", endedBadly+` || (`+jobState+` === 'succeeded'
 			&& document.getElementById('log').textContent.includes('testsvc: done')
-			&& document.querySelector('tr[data-output="result/listing.txt"]') !== null`, time.Minute)
+			&& document.querySelector('tr[data-output="result/listing.txt"]') !== null)`, time.Minute)
+		tb.succeeded()
 		if !eval[bool](tb, `window.gefSamePage === true`) {
 			t.Fatal("the page reloaded")
 		}
@@ -189,6 +194,34 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("the log's status line says %q after the end", got)
 		}
 		tb.shot("job-succeeded")
+		tb.noConsoleErrors()
+	})
+
+	// Every page works without JavaScript: the form posts, and a running
+	// job's page refreshes itself until the job ends.
+	t.Run("WithoutJavaScript", func(t *testing.T) {
+		tb := c.tab(t)
+		if _, err := chromedp.Call(tb.ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
+			t.Fatal(err)
+		}
+		tb.signIn("ada", browserPassword)
+		tb.open("/services/csv-stats/run")
+		tb.do("fill in the run form",
+			chromedp.SetValue(chromedp.CSS(`[name="input.tables"]`), "weather"),
+			chromedp.SendKeys(chromedp.CSS(`[name="param.column"]`), "day"))
+		if st := tb.submit(`.run-form button[type=submit]`); st != http.StatusOK {
+			t.Fatalf("submitting the run form: %d", st)
+		}
+		if tb.exists("html.js") {
+			t.Fatal("the page's script ran")
+		}
+		if first := eval[string](tb, `document.querySelector('#job [data-state]').dataset.state`); gef.JobState(first).Final() {
+			t.Fatalf("the job had ended (%s) before its page loaded", first)
+		}
+		tb.eventually("the page refreshes itself until the job has succeeded", endedBadly+` || (`+jobState+` === 'succeeded'
+			&& document.getElementById('log').textContent.includes('day: n=8'))`, time.Minute)
+		tb.succeeded()
+		tb.shot("job-without-js")
 		tb.noConsoleErrors()
 	})
 
@@ -416,3 +449,19 @@ func TestBrowser(t *testing.T) {
 }
 
 const browserPassword = "correct horse battery"
+
+// jobState is the state a job's page shows; endedBadly holds when it shows
+// an end other than success, so a wait for success stops at once.
+const (
+	jobState   = `document.querySelector('#job [data-state]').dataset.state`
+	endedBadly = `['failed', 'system_error', 'canceled'].includes(` + jobState + `)`
+)
+
+// succeeded fails the test unless the job's page shows it succeeded.
+func (tb *tab) succeeded() {
+	tb.t.Helper()
+	if st := eval[string](tb, jobState); st != string(gef.JobSucceeded) {
+		tb.shot("job-" + st)
+		tb.t.Fatalf("the job ended %s: %s", st, tb.text(".status"))
+	}
+}

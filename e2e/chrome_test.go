@@ -210,6 +210,18 @@ func (tb *tab) waitFor(what, cond string, timeout time.Duration) {
 	}
 }
 
+// eventually waits until the JavaScript condition holds, checking it
+// afresh each time, so the page may reload itself in between.
+func (tb *tab) eventually(what, cond string, timeout time.Duration) {
+	tb.t.Helper()
+	eventually(tb.t, timeout, what, func() bool {
+		ctx, cancel := context.WithTimeout(tb.ctx, 5*time.Second)
+		defer cancel()
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](cond))
+		return err == nil && ok
+	})
+}
+
 // text returns the visible text of the first element matching sel.
 func (tb *tab) text(sel string) string {
 	tb.t.Helper()

@@ -3,6 +3,7 @@ package ui
 import (
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -44,10 +45,7 @@ func (u *UI) run() gin.HandlerFunc {
 		if !ok {
 			return
 		}
-		if err := c.Request.ParseForm(); err != nil {
-			u.errorPage(c, http.StatusBadRequest, "Bad form", "The form could not be read: "+err.Error())
-			return
-		}
+		// checkForm has read the posted form already.
 		req, values := jobRequest(svc, c.Request.PostForm)
 		job, err := u.m.Submit(c.Request.Context(), viewer(c), req)
 		if errors.Is(err, gef.ErrInvalid) {
@@ -76,7 +74,11 @@ func (u *UI) runTarget(c *gin.Context, version string) (svc gef.Service, newest 
 	latest, err := u.m.Service(ctx, p, name, "")
 	switch {
 	case errors.Is(err, gef.ErrNotFound) && version == "":
-		u.errorPage(c, http.StatusNotFound, "Nothing to run", publicMessage(err)+". Pick a version on the service's page.")
+		msg := publicMessage(err)
+		if strings.Contains(msg, "deprecated") {
+			msg = "Every version of " + name + " is deprecated. Pick one on the service's page to run it anyway."
+		}
+		u.errorPage(c, http.StatusNotFound, "Nothing to run", msg)
 		return svc, false, nil, false
 	case err != nil && !errors.Is(err, gef.ErrNotFound):
 		u.fail(c, err)

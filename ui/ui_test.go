@@ -648,7 +648,7 @@ func TestMaintainerAndAdminForms(t *testing.T) {
 	if page := maint.get("/services/table-stats"); !strings.Contains(page.body, "Restore 1.0.0") {
 		t.Fatal("a deprecated version offers no restore")
 	}
-	if a := maint.get("/services/table-stats/run"); a.status != http.StatusNotFound || !strings.Contains(a.body, "only deprecated versions") {
+	if a := maint.get("/services/table-stats/run"); a.status != http.StatusNotFound || !strings.Contains(a.body, "Every version of table-stats is deprecated") {
 		t.Fatalf("run form of a retired service: %d", a.status)
 	}
 
