@@ -56,6 +56,9 @@ type Config struct {
 	LogJSON  bool
 	// Node settings for the in-process node of dev mode.
 	NodeCapacity int
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client; by default none is trusted.
+	TrustedProxies []string
 	// OIDC enables sign-in through an OpenID Connect provider; its client
 	// secret comes from GEF_OIDC_CLIENT_SECRET (or _FILE).
 	OIDC auth.OIDCConfig
@@ -78,7 +81,8 @@ func parseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.S3Bucket, "s3-bucket", "gef", "bucket for results, logs and images")
 	fs.BoolVar(&c.S3SSL, "s3-ssl", false, "use HTTPS to reach S3")
 	fs.StringVar(&c.JWTKeyFile, "jwt-key-file", "", "Ed25519 signing key, made if missing (default DATA/keys/jwt.pem)")
-	var old multiFlag
+	var old, proxies multiFlag
+	fs.Var(&proxies, "trusted-proxy", "a reverse proxy (address or CIDR) whose X-Forwarded-For names the client (repeatable)")
 	fs.Var(&old, "jwt-old-key-file", "a previous signing key that still verifies tokens (repeatable)")
 	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "write an admin API token here at start-up")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate (PEM)")
@@ -99,6 +103,7 @@ func parseFlags(args []string) (Config, error) {
 		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	c.JWTOldKeyFiles = old
+	c.TrustedProxies = proxies
 	c.Database = os.Getenv("GEF_DATABASE_URL")
 	var err error
 	if c.s3Access, err = secret("GEF_S3_ACCESS_KEY"); err != nil {

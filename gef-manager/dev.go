@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -99,6 +102,10 @@ func startDev(ctx context.Context, cfg Config, m *manager.Manager, adminToken st
 	if err != nil {
 		return nil, fmt.Errorf("publish demo service: %w", err)
 	}
+	passwordFile := filepath.Join(cfg.DataDir, "admin.password")
+	if err := devPassword(ctx, m, admin, passwordFile); err != nil {
+		return nil, err
+	}
 	fmt.Printf(`
 GEF is running in dev mode at %[1]s
   database:      %[2]s
@@ -106,12 +113,15 @@ GEF is running in dev mode at %[1]s
   node:          %[4]q with dataset %[5]q (%[6]s)
   demo service:  %[7]s %[8]s (%[9]s)
 
+Use it in a browser:
+  %[1]s  (user admin, password in %[11]s)
+
 Use it with gefctl:
   export GEF_URL=%[1]s GEF_TOKEN=$(cat %[10]s)
   go run ./gefctl run %[7]s --dataset %[5]s --wait
 
 `, cfg.PublicURL, cfg.Database, filepath.Join(cfg.DataDir, "objects"), devNode, demoData, dataset.Dir,
-		svc.Name, svc.Version, svc.Digest, cfg.AdminTokenFile)
+		svc.Name, svc.Version, svc.Digest, cfg.AdminTokenFile, passwordFile)
 
 	done := make(chan error, 1)
 	if !cfg.Demo {
@@ -119,6 +129,27 @@ Use it with gefctl:
 	}
 	go func() { done <- runDemo(ctx, cfg, client.New(cfg.PublicURL, adminToken), svc.Name) }()
 	return done, nil
+}
+
+// devPassword gives the dev-mode admin a password for the web GUI, kept in
+// a file beside the admin token. An existing file is reused, so the
+// password stays the same across restarts.
+func devPassword(ctx context.Context, m *manager.Manager, admin manager.Principal, path string) error {
+	b, err := os.ReadFile(path)
+	password := strings.TrimSpace(string(b))
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && password == "") {
+		buf := make([]byte, 15)
+		if _, err := rand.Read(buf); err != nil {
+			return err
+		}
+		password = base64.RawURLEncoding.EncodeToString(buf)
+		if err := writeSecret(path, password); err != nil {
+			return fmt.Errorf("dev admin password: %w", err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("dev admin password: %w", err)
+	}
+	return m.SetPassword(ctx, admin, "", password)
 }
 
 // writeDemoDataset makes the small demo dataset if it is not there.

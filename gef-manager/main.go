@@ -26,6 +26,7 @@ import (
 	"github.com/eudat-gef/gef/gef-manager/store"
 	"github.com/eudat-gef/gef/objstore/local"
 	"github.com/eudat-gef/gef/objstore/s3"
+	"github.com/eudat-gef/gef/ui"
 )
 
 func main() {
@@ -81,6 +82,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	srv := server.New(m, log.With("component", "http"), blobs)
+	if err := srv.TrustProxies(cfg.TrustedProxies); err != nil {
+		return err
+	}
 	if cfg.OIDC.Enabled() {
 		o, err := auth.NewOIDC(cfg.OIDC)
 		if err != nil {
@@ -88,6 +92,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		srv.EnableOIDC(o)
 	}
+	gui, err := ui.New(m, ui.Config{PublicURL: cfg.PublicURL, AllowLogin: srv.LoginLimit()}, log.With("component", "ui"))
+	if err != nil {
+		return err
+	}
+	gui.Mount(srv.Engine())
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {

@@ -37,22 +37,32 @@ func (m *Manager) resolveService(ctx context.Context, name, version string) (gef
 	if err != nil {
 		return gef.Service{}, err
 	}
-	var best *gef.Service
-	for i := range all {
-		if all[i].Deprecated {
-			continue
-		}
-		if best == nil || newerVersion(all[i].Version, best.Version) {
-			best = &all[i]
-		}
-	}
-	if best == nil {
+	best, ok := Newest(all)
+	if !ok {
 		if len(all) > 0 {
 			return gef.Service{}, fmt.Errorf("service %q has only deprecated versions; name one: %w", name, gef.ErrNotFound)
 		}
 		return gef.Service{}, fmt.Errorf("no service %q is published: %w", name, gef.ErrNotFound)
 	}
-	return *best, nil
+	return best, nil
+}
+
+// Newest returns the version a run that names no version gets: the newest
+// of list that is not deprecated. list holds the versions of one service.
+func Newest(list []gef.Service) (gef.Service, bool) {
+	var best *gef.Service
+	for i := range list {
+		if list[i].Deprecated {
+			continue
+		}
+		if best == nil || newerVersion(list[i].Version, best.Version) {
+			best = &list[i]
+		}
+	}
+	if best == nil {
+		return gef.Service{}, false
+	}
+	return *best, true
 }
 
 // newerVersion compares dotted versions part by part, numerically where both

@@ -23,6 +23,11 @@ func (s *Server) routeRepro(v1 *gin.RouterGroup) {
 	v1.GET("/jobs/:id/provenance", s.jobProvenance)
 	v1.GET("/jobs/:id/citation", s.jobCitation)
 	v1.POST("/jobs/:id/visibility", s.setJobVisibility)
+}
+
+// MountStableURL serves each job's stable URL, /jobs/ID, from the API alone:
+// for a manager without the web GUI, which otherwise serves it.
+func (s *Server) MountStableURL() {
 	s.engine.GET("/jobs/:id", s.authenticate, s.jobPage)
 }
 

@@ -4,6 +4,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -37,6 +38,9 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 	s := &Server{m: m, log: log, engine: gin.New(), loginLimit: newLimiter(10, time.Minute)}
 	r := s.engine
 	r.HandleMethodNotAllowed = true
+	// Trust no proxy's X-Forwarded-For unless told to (TrustProxies):
+	// otherwise any client could pick the address rate limits see.
+	_ = r.SetTrustedProxies(nil)
 	r.Use(s.recover, s.observe)
 	r.NoRoute(func(c *gin.Context) { abort(c, http.StatusNotFound, "not_found", "no such path: "+c.Request.URL.Path) })
 	r.NoMethod(func(c *gin.Context) {
@@ -98,6 +102,15 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 		r.GET("/api/v1/blobs/*key", h)
 	}
 	return s
+}
+
+// TrustProxies names the reverse proxies (addresses or CIDRs) whose
+// X-Forwarded-For gives the client's address.
+func (s *Server) TrustProxies(proxies []string) error {
+	if err := s.engine.SetTrustedProxies(proxies); err != nil {
+		return fmt.Errorf("server: trusted proxies: %w", err)
+	}
+	return nil
 }
 
 // Engine exposes the router so that the web GUI can add its routes.

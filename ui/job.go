@@ -1,0 +1,202 @@
+package ui
+
+import (
+	"errors"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/eudat-gef/gef"
+	"github.com/eudat-gef/gef/gef-manager/manager"
+)
+
+// logTailBytes bounds the log a job's page shows without JavaScript; the
+// whole log is a link away.
+const logTailBytes = 64 << 10
+
+type jobData struct {
+	Job       gef.Job
+	Phases    []phase
+	Took      time.Duration // from queued to the end, or to now
+	CanCancel bool
+	Inputs    []kv
+	Params    []kv
+	Outputs   int64 // bytes in all
+	Log       string
+	LogCut    bool // Log is only the tail
+}
+
+type kv struct{ Key, Value string }
+
+// phase is one step of a job's timeline.
+type phase struct {
+	Name   string
+	Status string // done, current, pending, skipped or end
+	Start  time.Time
+	Took   time.Duration
+}
+
+// phases lays out a job's life from its timestamps: when it entered each
+// phase and how long it stayed.
+func phases(j gef.Job, now time.Time) []phase {
+	ts := j.Timestamps
+	queued := ts.Queued
+	steps := []struct {
+		name string
+		at   *time.Time
+	}{
+		{"queued", &queued}, {"assigned", ts.Assigned}, {"fetching image", ts.FetchingImage},
+		{"running", ts.Running}, {"staging", ts.Staging},
+	}
+	var out []phase
+	for i, s := range steps {
+		ph := phase{Name: s.name}
+		if s.at == nil {
+			// A phase the job went past without entering (no image to
+			// fetch, or canceled before it) is skipped, not pending.
+			ph.Status = "pending"
+			if j.State.Final() {
+				ph.Status = "skipped"
+			}
+			for _, n := range steps[i+1:] {
+				if n.at != nil {
+					ph.Status = "skipped"
+				}
+			}
+			out = append(out, ph)
+			continue
+		}
+		ph.Start = *s.at
+		next := ts.Finished
+		for _, n := range steps[i+1:] {
+			if n.at != nil {
+				next = n.at
+				break
+			}
+		}
+		if next != nil {
+			ph.Status, ph.Took = "done", next.Sub(*s.at)
+		} else {
+			ph.Status, ph.Took = "current", now.Sub(*s.at)
+		}
+		out = append(out, ph)
+	}
+	if ts.Finished != nil {
+		out = append(out, phase{Name: stateLabel(j.State), Status: "end", Start: *ts.Finished})
+	}
+	return out
+}
+
+// jobView gathers what the job page and its live part show.
+func (u *UI) jobView(c *gin.Context) (jobData, bool) {
+	j, err := u.m.Job(c.Request.Context(), viewer(c), c.Param("id"))
+	if errors.Is(err, gef.ErrNotFound) && viewer(c).Anonymous() {
+		// It may be a private job its visitor can see once signed in.
+		u.signedIn(c)
+		return jobData{}, false
+	}
+	if errors.Is(err, gef.ErrNotFound) || errors.Is(err, gef.ErrInvalid) {
+		// Someone else's job is not found either, so ids do not leak.
+		u.errorPage(c, http.StatusNotFound, "No such job", "There is no job "+c.Param("id")+" that you may see.")
+		return jobData{}, false
+	}
+	if err != nil {
+		u.fail(c, err)
+		return jobData{}, false
+	}
+	now := u.now()
+	d := jobData{Job: j, Phases: phases(j, now), CanCancel: !j.State.Final() && !j.CancelRequested}
+	end := now
+	if j.Timestamps.Finished != nil {
+		end = *j.Timestamps.Finished
+	}
+	d.Took = end.Sub(j.Timestamps.Queued)
+	for k, v := range j.Inputs {
+		d.Inputs = append(d.Inputs, kv{k, v})
+	}
+	sort.Slice(d.Inputs, func(a, b int) bool { return d.Inputs[a].Key < d.Inputs[b].Key })
+	for k, v := range j.Params {
+		d.Params = append(d.Params, kv{k, valueString(v)})
+	}
+	sort.Slice(d.Params, func(a, b int) bool { return d.Params[a].Key < d.Params[b].Key })
+	for _, o := range j.Outputs {
+		d.Outputs += o.Size
+	}
+	return d, true
+}
+
+// job shows one job: its state and timeline, what it ran on, its log and
+// its outputs. The script follows the log and the state live.
+func (u *UI) job() gin.HandlerFunc {
+	t := u.page("job")
+	return func(c *gin.Context) {
+		// The page is the job's stable, citable URL: a client asking for
+		// JSON-LD gets its RO-Crate, one asking for JSON its record.
+		if accept := c.GetHeader("Accept"); strings.Contains(accept, manager.CrateMediaType) {
+			crate, err := u.m.Crate(c.Request.Context(), viewer(c), c.Param("id"))
+			if err != nil {
+				u.fail(c, err)
+				return
+			}
+			c.Data(http.StatusOK, manager.CrateMediaType, crate)
+			return
+		} else if strings.HasPrefix(accept, "application/json") {
+			j, err := u.m.Job(c.Request.Context(), viewer(c), c.Param("id"))
+			if err != nil {
+				u.fail(c, err)
+				return
+			}
+			c.JSON(http.StatusOK, j)
+			return
+		}
+		d, ok := u.jobView(c)
+		if !ok {
+			return
+		}
+		w := &tailWriter{max: logTailBytes}
+		if err := u.m.Logs(c.Request.Context(), viewer(c), d.Job.ID, "", w); err != nil {
+			u.fail(c, err)
+			return
+		}
+		d.Log, d.LogCut = string(w.buf), w.cut
+		u.render(c, http.StatusOK, t, u.view(c, d.Job.Service+" job "+d.Job.ID, "jobs", d))
+	}
+}
+
+// jobLive renders only the parts of the job page that change as the job
+// runs, for the script to swap in.
+func (u *UI) jobLive() gin.HandlerFunc {
+	t := u.page("job")
+	return func(c *gin.Context) {
+		d, ok := u.jobView(c)
+		if !ok {
+			return
+		}
+		u.execute(c, http.StatusOK, t, "job-live", u.view(c, "", "jobs", d))
+	}
+}
+
+// tailWriter keeps the last max bytes written to it.
+type tailWriter struct {
+	max int
+	buf []byte
+	cut bool
+}
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(p) >= w.max {
+		w.buf = append(w.buf[:0], p[len(p)-w.max:]...)
+		w.cut = true
+		return n, nil
+	}
+	if over := len(w.buf) + len(p) - w.max; over > 0 {
+		w.buf = append(w.buf[:0], w.buf[over:]...)
+		w.cut = true
+	}
+	w.buf = append(w.buf, p...)
+	return n, nil
+}
