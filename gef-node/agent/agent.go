@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/eudat-gef/gef"
 	"github.com/eudat-gef/gef/volumes"
 )
@@ -51,6 +53,8 @@ type Config struct {
 	StopGrace time.Duration
 	// UploadConcurrency is how many files are uploaded at once. Default 4.
 	UploadConcurrency int
+	// FetchTimeout bounds fetching one image the node lacks. Default 30 min.
+	FetchTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -90,6 +94,9 @@ func (c *Config) setDefaults() {
 	if c.UploadConcurrency == 0 {
 		c.UploadConcurrency = 4
 	}
+	if c.FetchTimeout == 0 {
+		c.FetchTimeout = 30 * time.Minute
+	}
 }
 
 // Validate reports a configuration the agent cannot run with.
@@ -126,6 +133,11 @@ type Manager interface {
 	Report(ctx context.Context, id string, r gef.JobReport) (gef.Job, error)
 	AppendLog(ctx context.Context, id string, attempt, seq int, stream string, data []byte) error
 	UploadURLs(ctx context.Context, id string, files []gef.OutputFile) (map[string]string, error)
+	// Image distribution and builds.
+	ImageDownload(ctx context.Context, digest string) (gef.ImageDownload, error)
+	ReportBuild(ctx context.Context, id string, r gef.BuildReport) (gef.Build, error)
+	AppendBuildLog(ctx context.Context, id string, attempt, seq int, stream string, data []byte) error
+	BuildUploadURL(ctx context.Context, id string) (string, error)
 }
 
 // Agent runs a node.
@@ -138,8 +150,11 @@ type Agent struct {
 	datasets map[string]string
 	engine   EngineInfo
 
-	mu    sync.Mutex
-	tasks map[string]*task
+	mu     sync.Mutex
+	tasks  map[string]*task
+	builds map[string]*buildTask
+	// fetches makes concurrent jobs needing one image fetch it once.
+	fetches singleflight.Group
 	// shutdownReason ends the jobs still running when the agent stops.
 	shutdownReason string
 	registered     chan struct{}
@@ -163,7 +178,7 @@ func New(cfg Config, rt Runtime, mgr Manager, log *slog.Logger) (*Agent, error) 
 	for _, d := range cfg.Datasets {
 		ds[d.Name] = d.Dir
 	}
-	return &Agent{cfg: cfg, rt: rt, mgr: mgr, log: log, http: &http.Client{}, datasets: ds, tasks: map[string]*task{},
+	return &Agent{cfg: cfg, rt: rt, mgr: mgr, log: log, http: &http.Client{}, datasets: ds, tasks: map[string]*task{}, builds: map[string]*buildTask{},
 		shutdownReason: "the node agent shut down", registered: make(chan struct{})}, nil
 }
 
@@ -216,6 +231,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		for _, job := range resp.Jobs {
 			a.start(ctx, job)
+		}
+		for _, b := range resp.Builds {
+			a.startBuild(ctx, b)
 		}
 	}
 	a.mu.Lock()
@@ -281,8 +299,12 @@ func (a *Agent) Refresh(ctx context.Context) error {
 func (a *Agent) pollRequest() gef.PollRequest {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	req := gef.PollRequest{Free: a.cfg.Capacity - len(a.tasks), WaitMS: int(a.cfg.PollWait / time.Millisecond),
+	req := gef.PollRequest{Free: a.cfg.Capacity - len(a.tasks) - len(a.builds), WaitMS: int(a.cfg.PollWait / time.Millisecond),
 		Running: []string{}}
+	for id := range a.builds {
+		req.Builds = append(req.Builds, id)
+	}
+	sort.Strings(req.Builds)
 	for id, t := range a.tasks {
 		req.Running = append(req.Running, id)
 		if t.stopping() {
