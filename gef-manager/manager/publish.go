@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/eudat-gef/gef"
 	"github.com/eudat-gef/gef/gef-manager/images"
@@ -148,7 +149,8 @@ func (m *Manager) publishTarball(ctx context.Context, publisher string, f io.Rea
 	if err := m.objects.Put(ctx, gef.ImageKey(img.ID), f, size); err != nil {
 		return gef.Service{}, false, fmt.Errorf("manager: store image %s: %w: %w", img.ID, gef.ErrUnavailable, err)
 	}
-	svc.Publisher, svc.CreatedAt = publisher, m.now().UTC()
+	// The store keeps microseconds; answer with what a later read returns.
+	svc.Publisher, svc.CreatedAt = publisher, m.now().UTC().Truncate(time.Microsecond)
 	stored, created, err := m.store.PublishService(ctx, *svc)
 	if err != nil {
 		return gef.Service{}, false, err

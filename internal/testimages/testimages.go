@@ -59,3 +59,13 @@ func Build(ctx context.Context, rt agent.Runtime, img Image) (string, error) {
 	built[img.Tag] = id
 	return id, nil
 }
+
+// Context returns img's build context: its Dockerfile and its compiled
+// binary, for building it through GEF rather than on the engine directly.
+func (img Image) Context(ctx context.Context) ([]byte, error) {
+	b, err := imagebuild.GoContext(ctx, img.src, img.Name)
+	if err != nil {
+		return nil, fmt.Errorf("testimages: %w", err)
+	}
+	return b, nil
+}
