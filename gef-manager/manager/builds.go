@@ -53,6 +53,7 @@ func (m *Manager) SubmitBuild(ctx context.Context, p Principal, req BuildRequest
 		Timestamps: gef.BuildTimestamps{Queued: m.now().UTC()}}}
 	var ctxTar io.Reader
 	var ctxSize int64
+	var publishes *baseImage
 	if req.Spec != nil {
 		spec, base, err := m.resolveSpec(ctx, *req.Spec)
 		if err != nil {
@@ -60,7 +61,7 @@ func (m *Manager) SubmitBuild(ctx context.Context, p Principal, req BuildRequest
 		}
 		j, _ := json.Marshal(spec)
 		nb.Kind, nb.Spec, nb.Hash = gef.BuildFromSpec, &spec, "spec:"+images.Digest([]string{string(j)})
-		nb.BaseImage = base.ID
+		nb.BaseImage, publishes = base.ID, &base
 		if !base.stored {
 			nb.NeedsImage = base.ID
 		}
@@ -91,6 +92,14 @@ func (m *Manager) SubmitBuild(ctx context.Context, p Principal, req BuildRequest
 			m.log.Info("build reused", "build", earlier.ID, "service", earlier.Service, "version", earlier.Version, "by", p.Name)
 		}
 		return earlier, ok, err
+	}
+	if publishes != nil {
+		if _, err := m.store.Service(ctx, publishes.service, publishes.version); err == nil {
+			return gef.Build{}, false, fmt.Errorf("service %s %s is already published, and a build makes a new image; change the version label: %w",
+				publishes.service, publishes.version, gef.ErrConflict)
+		} else if !errors.Is(err, gef.ErrNotFound) {
+			return gef.Build{}, false, err
+		}
 	}
 	if err := m.objects.Put(ctx, contextKey(nb.ID), ctxTar, ctxSize); err != nil {
 		return gef.Build{}, false, fmt.Errorf("manager: store build context: %w: %w", gef.ErrUnavailable, err)
@@ -130,6 +139,8 @@ type baseImage struct {
 	Entrypoint []string
 	Cmd        []string
 	stored     bool // GEF keeps its tarball, so any node can fetch it
+	// service and version are what a spec built on it will publish.
+	service, version string
 }
 
 // resolveBase finds a spec's base: a published service (NAME or
@@ -163,7 +174,10 @@ func (m *Manager) resolveBase(ctx context.Context, ref string) (baseImage, error
 		var err error
 		svc, err = m.resolveService(ctx, name, version)
 		if errors.Is(err, gef.ErrNotFound) {
-			return baseImage{}, gef.Invalid("base", "%s", strings.TrimSuffix(strings.TrimPrefix(err.Error(), "store: "), ": "+gef.ErrNotFound.Error()))
+			if version != "" {
+				return baseImage{}, gef.Invalid("base", "service %q has no version %q", name, version)
+			}
+			return baseImage{}, gef.Invalid("base", "%s", strings.TrimSuffix(err.Error(), ": "+gef.ErrNotFound.Error()))
 		}
 		if err != nil {
 			return baseImage{}, err
@@ -291,12 +305,7 @@ func (m *Manager) resolveSpec(ctx context.Context, spec gef.BuildSpec) (gef.Buil
 	if err != nil {
 		return gef.BuildSpec{}, baseImage{}, err
 	}
-	if _, err := m.store.Service(ctx, svc.Name, svc.Version); err == nil {
-		return gef.BuildSpec{}, baseImage{}, fmt.Errorf("service %s %s is already published, and a build makes a new image; change the version label: %w",
-			svc.Name, svc.Version, gef.ErrConflict)
-	} else if !errors.Is(err, gef.ErrNotFound) {
-		return gef.BuildSpec{}, baseImage{}, err
-	}
+	base.service, base.version = svc.Name, svc.Version
 	return out, base, nil
 }
 

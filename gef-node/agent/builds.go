@@ -77,6 +77,13 @@ func (bt *buildTask) run(ctx context.Context) {
 		return
 	}
 	bt.log.Info("build ended", "state", b.State, "service", b.Service, "version", b.Version, "reason", b.Reason)
+	// An image the manager refused is of no use to anyone: the same image
+	// would have published, so no published service can share its ID.
+	if b.State == gef.BuildFailed && imageID != "" {
+		if err := bt.a.rt.RemoveImage(rctx, imageID); err != nil && !errors.Is(err, gef.ErrNotFound) {
+			bt.log.Warn("removing a refused image", "image", imageID, "err", err)
+		}
+	}
 }
 
 // build runs the build and uploads the image, returning its ID.
