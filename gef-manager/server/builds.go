@@ -36,7 +36,7 @@ func (s *Server) createBuild(c *gin.Context) {
 		}
 		req.Context = part
 	case "application/x-tar", "application/gzip", "application/x-gzip", "application/octet-stream":
-		req.Context = http.MaxBytesReader(c.Writer, c.Request.Body, contextLimit)
+		req.Context = http.MaxBytesReader(c.Writer, c.Request.Body, contextLimit+1)
 	default:
 		var spec gef.BuildSpec
 		if err := decode(c, &spec); err != nil {

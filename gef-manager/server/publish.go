@@ -77,7 +77,9 @@ func (s *Server) publishService(c *gin.Context) {
 			svc, created, err = s.m.PublishTarball(ctx, p, part)
 		}
 	case "application/x-tar", "application/octet-stream":
-		body := http.MaxBytesReader(c.Writer, c.Request.Body, imageLimit)
+		// One byte over the limit gets through, so the manager sees it and
+		// names the field.
+		body := http.MaxBytesReader(c.Writer, c.Request.Body, imageLimit+1)
 		svc, created, err = s.m.PublishTarball(ctx, p, body)
 	default:
 		var req struct {
