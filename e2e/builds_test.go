@@ -37,7 +37,8 @@ func (s *stack) waitBuild(b gef.Build) (gef.Build, string) {
 func TestPublishByBuild(t *testing.T) {
 	s := newStack(t)
 	ctx := context.Background()
-	s.node("site-a", map[string]string{"d": dataset(t, map[string]string{"a.txt": "alpha\n", "b.txt": "beta\n"})})
+	node := nodeName("site-a")
+	s.node(node, map[string]string{"d": dataset(t, map[string]string{"a.txt": "alpha\n", "b.txt": "beta\n"})})
 	checksumContext, err := testimages.Checksum.Context(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -48,11 +49,11 @@ func TestPublishByBuild(t *testing.T) {
 		t.Fatalf("submit: %+v reused %v, %v", b, reused, err)
 	}
 	b, logs := s.waitBuild(b)
-	if b.State != gef.BuildDone || b.Service != "checksum" || b.Version != "1.0.0" || b.Node != "site-a" ||
+	if b.State != gef.BuildDone || b.Service != "checksum" || b.Version != "1.0.0" || b.Node != node ||
 		b.Timestamps.Building == nil || b.Timestamps.Publishing == nil || b.Timestamps.Finished == nil {
 		t.Fatalf("build ended %+v\n%s", b, logs)
 	}
-	for _, want := range []string{"gef: building on node site-a", "Step 1/", "gef: built image " + b.ImageDigest, "uploaded"} {
+	for _, want := range []string{"gef: building on node " + node, "Step 1/", "gef: built image " + b.ImageDigest, "uploaded"} {
 		if !strings.Contains(logs, want) {
 			t.Fatalf("build output lacks %q:\n%s", want, logs)
 		}

@@ -26,6 +26,11 @@ import (
 // typed parameters down to the container's argv, and images shipped to
 // nodes that lack them, verified on arrival.
 
+// nodeName is a node name no other test run uses. Nodes on one engine
+// remove the containers a node of their name left behind, so two test runs
+// sharing an engine must not share node names.
+func nodeName(prefix string) string { return prefix + "-" + nonce()[:8] }
+
 func nonce() string {
 	b := make([]byte, 8)
 	rand.Read(b)
@@ -227,7 +232,7 @@ func TestPublishByTarball(t *testing.T) {
 func TestTypedParams(t *testing.T) {
 	s := newStack(t)
 	ctx := context.Background()
-	s.node("site-a", map[string]string{"d": dataset(t, map[string]string{"x.txt": "x"})})
+	s.node(nodeName("site-a"), map[string]string{"d": dataset(t, map[string]string{"x.txt": "x"})})
 	svc := s.publishTarball(s.freshImage(image(t, s.rt, testimages.TestService), nil))
 
 	j := s.run(s.admin, gef.JobRequest{Service: svc.Name, Dataset: "d", Params: map[string]any{
@@ -276,8 +281,9 @@ func TestImageDistribution(t *testing.T) {
 	s := newStack(t)
 	ctx := context.Background()
 	base := image(t, s.rt, testimages.TestService)
-	s.node("site-a", map[string]string{"a": dataset(t, map[string]string{"a.txt": "a"})})
-	siteB := s.node("site-b", map[string]string{"b": dataset(t, map[string]string{"b.txt": "b"})})
+	nameA, nameB := nodeName("site-a"), nodeName("site-b")
+	s.node(nameA, map[string]string{"a": dataset(t, map[string]string{"a.txt": "a"})})
+	siteB := s.node(nameB, map[string]string{"b": dataset(t, map[string]string{"b.txt": "b"})})
 
 	id := s.freshImage(base, map[string]string{"eudat.gef.service.version": "3.0.0"})
 	svc := s.publishTarball(id)
@@ -300,7 +306,7 @@ func TestImageDistribution(t *testing.T) {
 		if err != nil || j.State != gef.JobSucceeded {
 			t.Fatalf("job %s: %s %v: %s", j.ID, j.State, err, j.Reason)
 		}
-		if j.Node != "site-b" || j.ImageDigest != id || j.Timestamps.FetchingImage == nil || j.Timestamps.Running.Before(*j.Timestamps.FetchingImage) {
+		if j.Node != nameB || j.ImageDigest != id || j.Timestamps.FetchingImage == nil || j.Timestamps.Running.Before(*j.Timestamps.FetchingImage) {
 			t.Fatalf("job %s: node %s image %s timestamps %+v", j.ID, j.Node, j.ImageDigest, j.Timestamps)
 		}
 	}
@@ -312,7 +318,7 @@ func TestImageDistribution(t *testing.T) {
 	}
 	// A node that has the image runs it without fetching.
 	j := s.run(s.admin, gef.JobRequest{Service: svc.Name, Dataset: "a"})
-	if j.State != gef.JobSucceeded || j.Node != "site-a" || j.Timestamps.FetchingImage != nil {
+	if j.State != gef.JobSucceeded || j.Node != nameA || j.Timestamps.FetchingImage != nil {
 		t.Fatalf("job on site-a: %s on %s, fetching at %v: %s", j.State, j.Node, j.Timestamps.FetchingImage, j.Reason)
 	}
 
@@ -361,7 +367,7 @@ func TestDeprecateAndDelete(t *testing.T) {
 	s := newStack(t)
 	ctx := context.Background()
 	base := image(t, s.rt, testimages.TestService)
-	s.node("site-a", map[string]string{"d": dataset(t, map[string]string{"x": "x"})})
+	s.node(nodeName("site-a"), map[string]string{"d": dataset(t, map[string]string{"x": "x"})})
 	v1 := s.publishTarball(s.freshImage(base, map[string]string{"eudat.gef.service.version": "1.0.0"}))
 	v2 := s.publishTarball(s.freshImage(base, map[string]string{"eudat.gef.service.version": "1.1.0"}))
 

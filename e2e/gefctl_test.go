@@ -44,7 +44,7 @@ func (s *stack) gefctlResult(args ...string) (string, error) {
 func TestGefctlCatalog(t *testing.T) {
 	s := newStack(t)
 	base := image(t, s.rt, testimages.TestService)
-	s.node("site-a", map[string]string{"d": dataset(t, map[string]string{"x": "x"})})
+	s.node(nodeName("site-a"), map[string]string{"d": dataset(t, map[string]string{"x": "x"})})
 
 	id := s.freshImage(base, map[string]string{"eudat.gef.service.version": "5.0.0"})
 	tarball := filepath.Join(t.TempDir(), "image.tar")

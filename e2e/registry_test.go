@@ -99,7 +99,7 @@ func TestPublishByReference(t *testing.T) {
 	ctx := context.Background()
 	reg := startRegistry(t)
 	base := image(t, s.rt, testimages.TestService)
-	s.node("site-a", map[string]string{"d": dataset(t, map[string]string{"x.txt": "x"})})
+	s.node(nodeName("site-a"), map[string]string{"d": dataset(t, map[string]string{"x.txt": "x"})})
 
 	byTag := s.freshImage(base, map[string]string{"eudat.gef.service.version": "4.0.0"})
 	tagDigest := reg.push(t, s.save(byTag), "gef/testsvc", "4.0.0")
