@@ -108,6 +108,22 @@ func TestPublishByBuild(t *testing.T) {
 		}
 	})
 
+	t.Run("a base the node lacks is fetched", func(t *testing.T) {
+		base := s.freshImage(b.ImageDigest, map[string]string{"eudat.gef.service.version": "2.0.0"})
+		s.publishTarball(base)
+		s.removeImage(base)
+		df := "FROM " + base + "\nLABEL eudat.gef.service.version=2.0.1\n"
+		built, _, err := s.admin.SubmitBuildContext(ctx, bytes.NewReader(contextTar(t, map[string]string{"Dockerfile": df})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		built, logs := s.waitBuild(built)
+		if built.State != gef.BuildDone || built.Version != "2.0.1" || !strings.Contains(logs, "gef: fetching base image "+base) {
+			t.Fatalf("build on a fetched base: %+v\n%s", built, logs)
+		}
+		t.Cleanup(func() { _ = s.rt.RemoveImage(context.Background(), built.ImageDigest) })
+	})
+
 	t.Run("refused before building", func(t *testing.T) {
 		for _, tc := range []struct {
 			name        string

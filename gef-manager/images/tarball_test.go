@@ -262,23 +262,27 @@ func TestCheckContext(t *testing.T) {
 	x := member{name: "x", data: []byte("x")}
 	plain := archive(t, df, x)
 	reordered := archive(t, member{name: "./x", data: []byte("x")}, member{name: "./", typ: tar.TypeDir}, member{name: "./Dockerfile", data: df.data})
-	d1, err := CheckContext(bytes.NewReader(plain), Limits{Field: "context"})
+	c1, err := CheckContext(bytes.NewReader(plain), Limits{Field: "context"})
+	if err != nil || string(c1.Dockerfile) != string(df.data) {
+		t.Fatalf("CheckContext = %+v, %v", c1, err)
+	}
+	c2, err := CheckContext(bytes.NewReader(gz(t, reordered)), Limits{Field: "context"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d2, err := CheckContext(bytes.NewReader(gz(t, reordered)), Limits{Field: "context"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A "./" directory entry is the root, which plain lacks, so compare
-	// the reordered form with and without gzip instead.
-	d3, err := CheckContext(bytes.NewReader(reordered), Limits{Field: "context"})
-	if err != nil || d2 != d3 {
-		t.Fatalf("gzip changed the digest: %s %s %v", d2, d3, err)
+	// A "./" directory entry is the root and is skipped, so the reordered
+	// archive, gzipped or not, has plain's digest.
+	c3, err := CheckContext(bytes.NewReader(reordered), Limits{Field: "context"})
+	if err != nil || c2.Digest != c3.Digest || c1.Digest != c2.Digest {
+		t.Fatalf("digests %s %s %s (%v): packing changed the digest", c1.Digest, c2.Digest, c3.Digest, err)
 	}
 	changed, err := CheckContext(bytes.NewReader(archive(t, df, member{name: "x", data: []byte("y")})), Limits{})
-	if err != nil || changed == d1 || !strings.HasPrefix(d1, "sha256:") {
-		t.Fatalf("digests %s and %s (%v): a changed file must change the digest", d1, changed, err)
+	if err != nil || changed.Digest == c1.Digest || !strings.HasPrefix(c1.Digest, "sha256:") {
+		t.Fatalf("digests %s and %s (%v): a changed file must change the digest", c1.Digest, changed.Digest, err)
+	}
+	otherDockerfile, err := CheckContext(bytes.NewReader(archive(t, member{name: "Dockerfile", data: []byte("FROM scratch\n")}, x)), Limits{})
+	if err != nil || otherDockerfile.Digest == c1.Digest {
+		t.Fatalf("a changed Dockerfile must change the digest: %v", err)
 	}
 	for _, tc := range []struct {
 		name string
@@ -334,15 +338,38 @@ func FuzzCheckContext(f *testing.F) {
 	f.Add(gz(f, archive(f, member{name: "Dockerfile", data: []byte("FROM scratch")}, member{name: "l", typ: tar.TypeSymlink, link: "Dockerfile"})))
 	f.Add(archive(f, member{name: "../Dockerfile", data: []byte("x")}))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		d, err := CheckContext(bytes.NewReader(data), Limits{MaxEntries: 64})
+		c, err := CheckContext(bytes.NewReader(data), Limits{MaxEntries: 64})
 		if err != nil {
 			if !errors.Is(err, gef.ErrInvalid) {
 				t.Fatalf("CheckContext failed with an error that is not ErrInvalid: %v", err)
 			}
 			return
 		}
-		if !strings.HasPrefix(d, "sha256:") {
-			t.Fatalf("digest %q", d)
+		if !strings.HasPrefix(c.Digest, "sha256:") || c.Dockerfile == nil {
+			t.Fatalf("accepted context %+v", c)
 		}
+		_ = ImageIDsFrom(c.Dockerfile)
 	})
+}
+
+func TestImageIDsFrom(t *testing.T) {
+	t.Parallel()
+	id := "sha256:" + strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		dockerfile string
+		want       []string
+	}{
+		{"FROM " + id + "\nCOPY x /x\n", []string{id}},
+		{"from " + id + " AS build\nFROM scratch\nCOPY --from=build /x /x\n", []string{id}},
+		{"FROM --platform=linux/amd64 " + id + "\n", []string{id}},
+		{"FROM gef/cdo-base:bookworm\n", nil},
+		{"FROM sha256:short\n", nil},
+		{"FROM sha256:" + strings.Repeat("AB", 32) + "\n", nil},
+		{"# FROM " + id + "\nRUN echo FROM " + id + "\n", nil},
+		{"", nil},
+	} {
+		if got := ImageIDsFrom([]byte(tc.dockerfile)); strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("ImageIDsFrom(%q) = %q, want %q", tc.dockerfile, got, tc.want)
+		}
+	}
 }

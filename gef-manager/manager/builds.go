@@ -76,14 +76,25 @@ func (m *Manager) SubmitBuild(ctx context.Context, p Principal, req BuildRequest
 			return gef.Build{}, false, err
 		}
 		defer f.Close()
-		digest, err := images.CheckContext(f, images.Limits{Field: "context"})
+		checked, err := images.CheckContext(f, images.Limits{Field: "context"})
 		if err != nil {
 			return gef.Build{}, false, err
 		}
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return gef.Build{}, false, fmt.Errorf("manager: %w", err)
 		}
-		nb.Kind, nb.Hash = gef.BuildDockerfile, "dockerfile:"+digest
+		nb.Kind, nb.Hash = gef.BuildDockerfile, "dockerfile:"+checked.Digest
+		// A Dockerfile FROM a published image ID can build on any node:
+		// a node that lacks the image fetches it like a job's.
+		for _, id := range images.ImageIDsFrom(checked.Dockerfile) {
+			if base, err := m.resolveBase(ctx, id); err == nil {
+				nb.BaseImage = base.ID
+				if !base.stored {
+					nb.NeedsImage = base.ID
+				}
+				break
+			}
+		}
 		ctxTar, ctxSize = f, size
 	}
 
