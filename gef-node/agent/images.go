@@ -70,6 +70,10 @@ func (a *Agent) ensureImage(ctx context.Context, digest string, fetching func())
 		fetching()
 	}
 	_, err, _ = a.fetches.Do(digest, func() (any, error) {
+		// A fetch that ended just before this one began got it already.
+		if _, err := a.rt.Image(ctx, digest); err == nil {
+			return nil, nil
+		}
 		// Shared by every waiting job, so bound by the fetch, not by one
 		// job's context.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.FetchTimeout)
