@@ -217,6 +217,9 @@ func tarDir(dir string, w io.Writer) error {
 			return err
 		}
 		h.Name = filepath.ToSlash(rel)
+		if info.IsDir() {
+			h.Name += "/"
+		}
 		h.Uid, h.Gid, h.Uname, h.Gname = 0, 0, "", ""
 		if err := tw.WriteHeader(h); err != nil {
 			return err
