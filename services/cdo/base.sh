@@ -56,10 +56,31 @@ $sudo chroot "$rootfs" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN
 	sh -c 'apt-get update && apt-get install -y --no-install-recommends cdo && apt-get clean' >&2
 $sudo umount "$rootfs/proc"
 
-# Only what a service needs at run time: no package lists, caches or docs.
+# cdo's plotting library drags in a GPU stack and plotting data that no
+# operator of this service loads. Drop those packages, unless cdo links to
+# a file of theirs; the smoke test below proves cdo still works.
+# shellcheck disable=SC2016 # expanded by the shell in the chroot
+$sudo chroot "$rootfs" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin sh -c '
+	linked=$(ldd /usr/bin/cdo | awk "/=>/ { n = split(\$3, p, \"/\"); print p[n] }")
+	for pkg in libllvm15 libz3-4 libgl1-mesa-dri libmagics++-data libgs10 libgs10-common fonts-urw-base35 \
+		poppler-data libopenblas0-pthread; do
+		dpkg -s "$pkg" >/dev/null 2>&1 || continue
+		if dpkg -L "$pkg" | awk -F/ "{ print \$NF }" | grep -qxF "$linked"; then
+			echo "base.sh: keeping $pkg: cdo links to it"
+			continue
+		fi
+		dpkg --purge --force-depends "$pkg" >/dev/null
+	done' >&2
+
+# Only what a service needs at run time: no package lists, caches, docs or
+# translations.
 $sudo rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/var/log/* \
-	"$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/tmp/*
+	"$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
+	"$rootfs"/usr/share/locale/* "$rootfs"/tmp/*
 $sudo chroot "$rootfs" cdo --version >&2
+# A smoke test: make a field, average it, describe the result.
+$sudo chroot "$rootfs" sh -c 'cd /tmp && cdo -s -f nc const,280,r4x2 c.nc && cdo -s fldmean c.nc m.nc &&
+	cdo -s info m.nc && rm -f c.nc m.nc' >&2
 
 echo "base.sh: importing the root file system as $tag" >&2
 $sudo tar --numeric-owner -C "$rootfs" -c . | docker import \
