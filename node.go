@@ -129,12 +129,15 @@ type PollRequest struct {
 	// does not answer at once with the same cancel again.
 	Stopping []string `json:"stopping,omitempty"`
 	WaitMS   int      `json:"wait_ms"` // how long the manager may hold the poll
+	// Builds lists the ids of the builds the node runs; each takes a slot.
+	Builds []string `json:"builds,omitempty"`
 }
 
 // PollResponse hands a node new work and the jobs it must stop.
 type PollResponse struct {
-	Jobs   []Assignment `json:"jobs"`
-	Cancel []string     `json:"cancel"`
+	Jobs   []Assignment      `json:"jobs"`
+	Cancel []string          `json:"cancel"`
+	Builds []BuildAssignment `json:"builds,omitempty"`
 }
 
 // Assignment is everything a node needs to run one job.

@@ -23,6 +23,10 @@ type ObjectStore interface {
 	// PresignPut returns a URL that accepts one HTTP PUT of the object's
 	// bytes until ttl passes, so a node can upload without store credentials.
 	PresignPut(ctx context.Context, key string, ttl time.Duration) (string, error)
+	// PresignGet returns a URL that serves the object by HTTP GET until ttl
+	// passes, so a node can download an image blob without store
+	// credentials.
+	PresignGet(ctx context.Context, key string, ttl time.Duration) (string, error)
 	// Ping checks that the store is reachable.
 	Ping(ctx context.Context) error
 }

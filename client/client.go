@@ -94,6 +94,12 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	return nil
 }
 
+// typedBody is a request body with its content type.
+type typedBody struct {
+	r           io.Reader
+	contentType string
+}
+
 // send sends a request and returns the response if its status is 2xx.
 func (c *Client) send(ctx context.Context, method, path string, body any, accept string) (*http.Response, error) {
 	var (
@@ -102,6 +108,8 @@ func (c *Client) send(ctx context.Context, method, path string, body any, accept
 	)
 	switch b := body.(type) {
 	case nil:
+	case typedBody:
+		r, contentType = b.r, b.contentType
 	case io.Reader:
 		r, contentType = b, "application/octet-stream"
 	default:

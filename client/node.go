@@ -43,3 +43,32 @@ func (c *Client) UploadURLs(ctx context.Context, id string, files []gef.OutputFi
 	err := c.Do(ctx, http.MethodPost, "/api/v1/node/jobs/"+url.PathEscape(id)+"/uploads", gef.UploadRequest{Files: files}, &resp)
 	return resp.URLs, err
 }
+
+// ImageDownload asks where to fetch a published image's tarball from.
+func (c *Client) ImageDownload(ctx context.Context, digest string) (gef.ImageDownload, error) {
+	var d gef.ImageDownload
+	err := c.Do(ctx, http.MethodGet, "/api/v1/node/images/"+url.PathEscape(digest), nil, &d)
+	return d, err
+}
+
+// ReportBuild moves a build forward.
+func (c *Client) ReportBuild(ctx context.Context, id string, r gef.BuildReport) (gef.Build, error) {
+	var b gef.Build
+	err := c.Do(ctx, http.MethodPost, "/api/v1/node/builds/"+url.PathEscape(id)+"/report", r, &b)
+	return b, err
+}
+
+// AppendBuildLog sends one chunk of a build's output.
+func (c *Client) AppendBuildLog(ctx context.Context, id string, attempt, seq int, stream string, data []byte) error {
+	p := fmt.Sprintf("/api/v1/node/builds/%s/logs?attempt=%d&seq=%d&stream=%s", url.PathEscape(id), attempt, seq, url.QueryEscape(stream))
+	return c.Do(ctx, http.MethodPost, p, bytes.NewReader(data), nil)
+}
+
+// BuildUploadURL asks for a URL to upload a built image's tarball to.
+func (c *Client) BuildUploadURL(ctx context.Context, id string) (string, error) {
+	var resp struct {
+		URL string `json:"url"`
+	}
+	err := c.Do(ctx, http.MethodPost, "/api/v1/node/builds/"+url.PathEscape(id)+"/upload", nil, &resp)
+	return resp.URL, err
+}

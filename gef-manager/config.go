@@ -89,6 +89,10 @@ func parseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.TLSKey, "tls-key", "", "TLS key (PEM)")
 	fs.DurationVar(&c.Manager.NodeTimeout, "node-timeout", 25*time.Second, "mark a node down after this long without a heartbeat")
 	fs.DurationVar(&c.Manager.PollWait, "poll-wait", 10*time.Second, "longest a node's poll is held open")
+	var imageMiB, contextMiB int64
+	fs.Int64Var(&imageMiB, "max-image-mib", 8192, "largest service image tarball taken (uploaded, pulled or built), MiB")
+	fs.Int64Var(&contextMiB, "max-context-mib", 512, "largest build context taken, MiB")
+	fs.StringVar(&c.Manager.TempDir, "tmp-dir", "", "where image tarballs are spooled while checked (default: the system's)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log in JSON")
 	fs.IntVar(&c.NodeCapacity, "node-capacity", 0, "jobs the dev-mode node runs at once (default: CPUs)")
@@ -104,6 +108,7 @@ func parseFlags(args []string) (Config, error) {
 	}
 	c.JWTOldKeyFiles = old
 	c.TrustedProxies = proxies
+	c.Manager.MaxImageBytes, c.Manager.MaxContextBytes = imageMiB<<20, contextMiB<<20
 	c.Database = os.Getenv("GEF_DATABASE_URL")
 	var err error
 	if c.s3Access, err = secret("GEF_S3_ACCESS_KEY"); err != nil {

@@ -13,7 +13,6 @@ func init() {
 		command{"services", "[NAME]", "list the catalog, or the versions of one service", cmdServices},
 		command{"versions", "NAME", "list the versions of a service", cmdServices},
 		command{"service", "NAME [VERSION]", "show a service: inputs, outputs, parameters", cmdService},
-		command{"publish", "--image-id ID", "publish an image a node already has", cmdPublish},
 		command{"deprecate", "NAME VERSION [--undo]", "hide a version from new runs", cmdDeprecate},
 		command{"datasets", "", "list datasets and where they are", cmdDatasets},
 		command{"nodes", "", "list node agents", cmdNodes},
@@ -109,26 +108,6 @@ func bound(f *float64) string {
 		return ""
 	}
 	return fmt.Sprint(*f)
-}
-
-func cmdPublish(ctx context.Context, e *env, args []string) error {
-	fs := flags("publish")
-	imageID := fs.String("image-id", "", "the image ID (sha256:…) of an image a node holds")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if *imageID == "" {
-		return usagef("usage: gefctl publish --image-id sha256:…")
-	}
-	s, err := e.c.RegisterImage(ctx, *imageID)
-	if err != nil {
-		return err
-	}
-	if e.json {
-		return e.printJSON(s)
-	}
-	fmt.Fprintf(e.out, "published %s %s (%s)\n", s.Name, s.Version, s.Digest)
-	return nil
 }
 
 func cmdDeprecate(ctx context.Context, e *env, args []string) error {

@@ -1,10 +1,13 @@
 package services
 
 import (
+	"encoding/json"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/eudat-gef/gef"
 )
 
 // The worked example in docs/service-labels.md is checked here, so the page
@@ -60,7 +63,7 @@ func TestDocExample(t *testing.T) {
 	}
 	doc := string(raw)
 	langs, bodies := codeBlocks(doc)
-	if len(bodies) != 5 || langs[0] != "dockerfile" || langs[1] != "json" || langs[3] != "dockerfile" {
+	if len(bodies) < 5 || langs[0] != "dockerfile" || langs[1] != "json" || langs[3] != "dockerfile" {
 		t.Fatalf("the page's code blocks changed (%q); update this test", langs)
 	}
 
@@ -123,6 +126,35 @@ func TestDocExample(t *testing.T) {
 	_, err = Parse(bad)
 	if want := strings.TrimSpace(bodies[4]); err == nil || err.Error() != want {
 		t.Errorf("bad labels give\n%v\nthe page says\n%s", err, want)
+	}
+
+	// The build spec example is a spec, and its labels, on the worked
+	// example's, still make a valid service.
+	found := false
+	for i, b := range bodies {
+		if langs[i] != "json" || !strings.Contains(b, `"base"`) {
+			continue
+		}
+		found = true
+		var spec gef.BuildSpec
+		dec := json.NewDecoder(strings.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&spec); err != nil {
+			t.Fatalf("the build spec example: %v", err)
+		}
+		merged := with(labels)
+		for k, v := range spec.Labels {
+			merged[k] = v
+		}
+		if got, err := Parse(merged); err != nil || got.Name != svc.Name || got.Version == svc.Version {
+			t.Errorf("the build spec example's labels give %+v, %v", got, err)
+		}
+		if spec.Base != svc.Name+":"+svc.Version {
+			t.Errorf("the build spec example builds on %q, not on the worked example", spec.Base)
+		}
+	}
+	if !found {
+		t.Error("the page has no build spec example")
 	}
 
 	// Every key the page mentions in a table is one the schema knows.

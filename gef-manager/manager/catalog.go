@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/eudat-gef/gef"
-	"github.com/eudat-gef/gef/services"
 )
 
 // Services lists the catalog: every version of every service, or of one.
@@ -109,13 +108,9 @@ func (m *Manager) PublishImage(ctx context.Context, p Principal, img gef.NodeIma
 	if err := requireRole(p, gef.RoleAdmin, gef.RoleMaintainer); err != nil {
 		return gef.Service{}, false, err
 	}
-	svc, err := services.Parse(img.Labels)
+	svc, err := serviceOf(img.ID, img.Labels, img.Entrypoint, img.Cmd)
 	if err != nil {
 		return gef.Service{}, false, err
-	}
-	svc.Digest, svc.Entrypoint, svc.Cmd = img.ID, img.Entrypoint, img.Cmd
-	if len(svc.Entrypoint)+len(svc.Cmd) == 0 {
-		return gef.Service{}, false, gef.Invalid("entrypoint", "the image sets neither ENTRYPOINT nor CMD, so there is nothing to run")
 	}
 	svc.Publisher, svc.CreatedAt = p.Name, m.now().UTC()
 	if err := m.mayMaintain(ctx, p, svc.Name); err != nil {

@@ -139,13 +139,23 @@ func (m *Manager) FollowLogs(ctx context.Context, p Principal, id string, emit f
 	if _, err := m.Job(ctx, p, id); err != nil {
 		return err
 	}
+	return m.follow(ctx, id, func(ctx context.Context) (bool, error) {
+		j, err := m.store.Job(ctx, id)
+		return j.State.Final(), err
+	}, emit)
+}
+
+// follow emits the output stored under id from the start and then live,
+// until final reports that its producer has ended and the last chunk is
+// out, or ctx ends.
+func (m *Manager) follow(ctx context.Context, id string, final func(context.Context) (bool, error), emit func(LogChunk) error) error {
 	live, ended, cancel := m.logs.subscribe(id)
 	defer cancel()
 	last := ""
-	catchUp := func() (final bool, err error) {
+	catchUp := func() (bool, error) {
 		// Read the state first: chunks stored before a job ends are all
 		// there by the time its final state is.
-		j, err := m.store.Job(ctx, id)
+		done, err := final(ctx)
 		if err != nil {
 			return false, err
 		}
@@ -159,7 +169,7 @@ func (m *Manager) FollowLogs(ctx context.Context, p Principal, id string, emit f
 			}
 			last = c.order()
 		}
-		return j.State.Final(), nil
+		return done, nil
 	}
 	tick := time.NewTicker(followRecheck)
 	defer tick.Stop()

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
@@ -34,6 +35,16 @@ type Config struct {
 	// PublicURL is the manager's address as users reach it, e.g.
 	// https://gef.example.org; jobs are cited at PublicURL/jobs/ID.
 	PublicURL string
+	// MaxImageBytes bounds an image tarball, uploaded, pulled from a
+	// registry or built. Default 8 GiB.
+	MaxImageBytes int64
+	// MaxContextBytes bounds a build context. Default 512 MiB.
+	MaxContextBytes int64
+	// TempDir holds image tarballs and build contexts while they are
+	// checked. Default: the system's temporary directory.
+	TempDir string
+	// RegistryTransport, if set, carries requests to image registries.
+	RegistryTransport http.RoundTripper
 }
 
 func (c *Config) setDefaults() {
@@ -52,6 +63,12 @@ func (c *Config) setDefaults() {
 	if c.SessionTTL == 0 {
 		c.SessionTTL = 12 * time.Hour
 	}
+	if c.MaxImageBytes == 0 {
+		c.MaxImageBytes = 8 << 30
+	}
+	if c.MaxContextBytes == 0 {
+		c.MaxContextBytes = 512 << 20
+	}
 }
 
 // Validate reports a configuration that cannot work.
@@ -62,6 +79,9 @@ func (c Config) Validate() error {
 	}
 	if c.LogTailBytes < 1024 {
 		return errors.New("manager: log tail must be at least 1 KiB")
+	}
+	if c.MaxImageBytes < 1<<20 || c.MaxContextBytes < 1<<10 {
+		return errors.New("manager: the image limit must be at least 1 MiB and the build context limit at least 1 KiB")
 	}
 	return nil
 }
@@ -121,6 +141,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-tick.C:
 			if err := m.reapNodes(ctx); err != nil && ctx.Err() == nil {
 				m.log.Warn("reaping silent nodes", "err", err)
+			}
+			if err := m.reapBuilds(ctx); err != nil && ctx.Err() == nil {
+				m.log.Warn("ending builds of silent nodes", "err", err)
 			}
 		}
 	}

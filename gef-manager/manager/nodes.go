@@ -88,7 +88,7 @@ func (m *Manager) Poll(ctx context.Context, p Principal, req gef.PollRequest) (g
 			return gef.PollResponse{}, err
 		}
 		resp, err := m.pollOnce(ctx, node, req, stopping)
-		if err != nil || len(resp.Jobs)+len(resp.Cancel) > 0 {
+		if err != nil || len(resp.Jobs)+len(resp.Cancel)+len(resp.Builds) > 0 {
 			return resp, err
 		}
 		select {
@@ -160,7 +160,11 @@ func (m *Manager) pollOnce(ctx context.Context, node string, req gef.PollRequest
 	if err != nil {
 		return resp, err
 	}
-	free := min(req.Free, n.Capacity-len(active))
+	building, err := m.heldBuilds(ctx, node, req)
+	if err != nil {
+		return resp, err
+	}
+	free := min(req.Free, n.Capacity-len(active)-building)
 	if free <= 0 || n.State != gef.NodeReady {
 		return resp, nil
 	}
@@ -178,6 +182,11 @@ func (m *Manager) pollOnce(ctx context.Context, node string, req gef.PollRequest
 		}
 	}
 	resp.Jobs = jobs
+	// Builds take the slots jobs left. The jobs are the node's now, so a
+	// failure here must not lose them.
+	if resp.Builds, err = m.claimBuilds(ctx, node, free-len(jobs)); err != nil {
+		m.log.Warn("claiming builds", "node", node, "err", err)
+	}
 	return resp, nil
 }
 

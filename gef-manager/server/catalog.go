@@ -17,32 +17,6 @@ func (s *Server) listServices(c *gin.Context) {
 	c.JSON(http.StatusOK, items(list))
 }
 
-// publishService registers a service. In JSON, {"image_id": …} names an
-// image a node already has.
-func (s *Server) publishService(c *gin.Context) {
-	var req struct {
-		ImageID string `json:"image_id"`
-	}
-	if err := decode(c, &req); err != nil {
-		s.fail(c, err)
-		return
-	}
-	if req.ImageID == "" {
-		s.fail(c, gef.Invalid("image_id", "is required"))
-		return
-	}
-	svc, created, err := s.m.RegisterService(c.Request.Context(), principal(c), req.ImageID)
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	status := http.StatusOK
-	if created {
-		status = http.StatusCreated
-	}
-	c.JSON(status, svc)
-}
-
 // getService answers the newest runnable version of a service.
 func (s *Server) getService(c *gin.Context) {
 	svc, err := s.m.Service(c.Request.Context(), principal(c), c.Param("name"), "")

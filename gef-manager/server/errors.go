@@ -12,6 +12,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/eudat-gef/gef"
+	"github.com/eudat-gef/gef/gef-manager/manager"
 )
 
 // apiError is the body of every error answer:
@@ -37,12 +38,16 @@ func abort(c *gin.Context, status int, code, msg string) {
 func (s *Server) fail(c *gin.Context, err error) {
 	var inv *gef.InvalidError
 	var maxErr *http.MaxBytesError
+	var tooLarge *manager.TooLargeError
 	body := apiError{Message: publicMessage(err)}
 	status := http.StatusInternalServerError
 	switch {
 	case errors.As(err, &maxErr):
 		status, body.Code = http.StatusRequestEntityTooLarge, "too_large"
 		body.Message = fmt.Sprintf("the request body is larger than %d bytes", maxErr.Limit)
+	case errors.As(err, &tooLarge):
+		status, body.Code, body.Field = http.StatusRequestEntityTooLarge, "too_large", tooLarge.Field
+		body.Message = tooLarge.Error()
 	case errors.Is(err, gef.ErrInvalid):
 		status, body.Code = http.StatusUnprocessableEntity, "invalid"
 		if errors.As(err, &inv) {

@@ -60,6 +60,12 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 	v1.GET("/services/:name", s.getService)
 	v1.GET("/services/:name/:version", s.getServiceVersion)
 	v1.POST("/services/:name/:version/deprecate", s.deprecateService)
+	v1.DELETE("/services/:name/:version", s.deleteService)
+
+	v1.GET("/builds", s.listBuilds)
+	v1.POST("/builds", s.createBuild)
+	v1.GET("/builds/:id", s.getBuild)
+	v1.GET("/builds/:id/logs", s.buildLogs)
 
 	v1.GET("/datasets", s.listDatasets)
 	v1.GET("/datasets/:name", s.getDataset)
@@ -94,6 +100,10 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 	node.POST("/jobs/:id/report", s.nodeReport)
 	node.POST("/jobs/:id/logs", s.nodeLogs)
 	node.POST("/jobs/:id/uploads", s.nodeUploads)
+	node.GET("/images/:digest", s.nodeImage)
+	node.POST("/builds/:id/report", s.nodeBuildReport)
+	node.POST("/builds/:id/logs", s.nodeBuildLogs)
+	node.POST("/builds/:id/upload", s.nodeBuildUpload)
 
 	if blobs != nil {
 		// Presigned URLs carry their own signature; no bearer token.

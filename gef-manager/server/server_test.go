@@ -33,6 +33,12 @@ type bundle struct {
 
 func setup(t testing.TB) *bundle {
 	t.Helper()
+	return setupWith(t, manager.Config{PollWait: 200 * time.Millisecond, NodeTimeout: time.Second})
+}
+
+// setupWith is setup with a manager configured by cfg.
+func setupWith(t testing.TB, cfg manager.Config) *bundle {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -58,7 +64,7 @@ func setup(t testing.TB) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := manager.New(manager.Config{PollWait: 200 * time.Millisecond, NodeTimeout: time.Second}, st, objects, issuer, log)
+	m, err := manager.New(cfg, st, objects, issuer, log)
 	if err != nil {
 		t.Fatal(err)
 	}

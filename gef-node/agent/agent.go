@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/eudat-gef/gef"
 	"github.com/eudat-gef/gef/volumes"
 )
@@ -62,6 +64,8 @@ type Config struct {
 	// manager learns when their content changed. Default 1 min; negative
 	// scans once, at start (a job still digests its data as it starts).
 	RescanInterval time.Duration
+	// FetchTimeout bounds fetching one image the node lacks. Default 30 min.
+	FetchTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -105,6 +109,9 @@ func (c *Config) setDefaults() {
 	if c.RescanInterval == 0 {
 		c.RescanInterval = time.Minute
 	}
+	if c.FetchTimeout == 0 {
+		c.FetchTimeout = 30 * time.Minute
+	}
 }
 
 // Validate reports a configuration the agent cannot run with.
@@ -141,6 +148,11 @@ type Manager interface {
 	Report(ctx context.Context, id string, r gef.JobReport) (gef.Job, error)
 	AppendLog(ctx context.Context, id string, attempt, seq int, stream string, data []byte) error
 	UploadURLs(ctx context.Context, id string, files []gef.OutputFile) (map[string]string, error)
+	// Image distribution and builds.
+	ImageDownload(ctx context.Context, digest string) (gef.ImageDownload, error)
+	ReportBuild(ctx context.Context, id string, r gef.BuildReport) (gef.Build, error)
+	AppendBuildLog(ctx context.Context, id string, attempt, seq int, stream string, data []byte) error
+	BuildUploadURL(ctx context.Context, id string) (string, error)
 }
 
 // Agent runs a node.
@@ -154,8 +166,11 @@ type Agent struct {
 	engine   EngineInfo
 	digests  *digests
 
-	mu    sync.Mutex
-	tasks map[string]*task
+	mu     sync.Mutex
+	tasks  map[string]*task
+	builds map[string]*buildTask
+	// fetches makes concurrent jobs needing one image fetch it once.
+	fetches singleflight.Group
 	// shutdownReason ends the jobs still running when the agent stops.
 	shutdownReason string
 	registered     chan struct{}
@@ -181,6 +196,7 @@ func New(cfg Config, rt Runtime, mgr Manager, log *slog.Logger) (*Agent, error) 
 		ds[d.Name] = d.Dir
 	}
 	return &Agent{cfg: cfg, rt: rt, mgr: mgr, log: log, http: &http.Client{}, datasets: ds, tasks: map[string]*task{},
+		builds:         map[string]*buildTask{},
 		digests:        newDigests(cfg.WorkDir),
 		shutdownReason: "the node agent shut down", registered: make(chan struct{})}, nil
 }
@@ -236,6 +252,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		for _, job := range resp.Jobs {
 			a.start(ctx, job)
+		}
+		for _, b := range resp.Builds {
+			a.startBuild(ctx, b)
 		}
 	}
 	a.mu.Lock()
@@ -303,8 +322,12 @@ func (a *Agent) Refresh(ctx context.Context) error {
 func (a *Agent) pollRequest() gef.PollRequest {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	req := gef.PollRequest{Free: a.cfg.Capacity - len(a.tasks), WaitMS: int(a.cfg.PollWait / time.Millisecond),
+	req := gef.PollRequest{Free: a.cfg.Capacity - len(a.tasks) - len(a.builds), WaitMS: int(a.cfg.PollWait / time.Millisecond),
 		Running: []string{}}
+	for id := range a.builds {
+		req.Builds = append(req.Builds, id)
+	}
+	sort.Strings(req.Builds)
 	for id, t := range a.tasks {
 		req.Running = append(req.Running, id)
 		if t.stopping() {

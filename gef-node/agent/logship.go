@@ -27,6 +27,7 @@ type shipper struct {
 	a       *Agent
 	job     string
 	attempt int
+	deliver func(ctx context.Context, seq int, stream string, data []byte) error
 
 	mu      sync.Mutex
 	pending []segment
@@ -41,7 +42,15 @@ type shipper struct {
 }
 
 func newShipper(a *Agent, job string, attempt int) *shipper {
-	s := &shipper{a: a, job: job, attempt: attempt, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	return newShipperTo(a, job, attempt, func(ctx context.Context, seq int, stream string, data []byte) error {
+		return a.mgr.AppendLog(ctx, job, attempt, seq, stream, data)
+	})
+}
+
+// newShipperTo ships output through deliver, e.g. a build's rather than a
+// job's.
+func newShipperTo(a *Agent, job string, attempt int, deliver func(ctx context.Context, seq int, stream string, data []byte) error) *shipper {
+	s := &shipper{a: a, job: job, attempt: attempt, deliver: deliver, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	s.space = sync.NewCond(&s.mu)
 	go s.loop()
 	return s
@@ -132,7 +141,7 @@ func (s *shipper) send(stream string, data []byte) {
 	ctx := context.Background()
 	b := newBackoff(100*time.Millisecond, 5*time.Second)
 	for attempt := 0; ; attempt++ {
-		err := s.a.mgr.AppendLog(ctx, s.job, s.attempt, seq, stream, data)
+		err := s.deliver(ctx, seq, stream, data)
 		if err == nil || !retryable(err) || attempt >= 30 {
 			if err != nil {
 				s.a.log.Warn("log chunk dropped", "job", s.job, "seq", seq, "err", err)

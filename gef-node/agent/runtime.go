@@ -25,6 +25,9 @@ type Runtime interface {
 	// Build builds an image from a context tarball holding a Dockerfile,
 	// streaming the build output to log, and returns the image ID.
 	Build(ctx context.Context, contextTar io.Reader, tag string, log io.Writer) (string, error)
+	// SaveImage writes the image with ID id to w as a `docker save`
+	// tarball, which LoadImage on any engine loads as the same ID.
+	SaveImage(ctx context.Context, id string, w io.Writer) error
 	// RemoveImage deletes a local image.
 	RemoveImage(ctx context.Context, id string) error
 

@@ -92,12 +92,9 @@ func (t *task) execute(ctx context.Context) (gef.JobReport, error) {
 	if len(job.Argv) == 0 {
 		return t.sysErr("the job has no command to run"), nil
 	}
-	img, err := rt.Image(ctx, job.ImageDigest)
-	if errors.Is(err, gef.ErrNotFound) {
-		return t.sysErr("image %s is not on node %s", job.ImageDigest, t.a.cfg.Name), nil
-	}
-	if err != nil {
-		return t.sysErr("engine: %v", err), nil
+	img, noImage, err := t.image(ctx)
+	if err != nil || noImage != nil {
+		return derefReport(noImage), err
 	}
 	spec, err := t.containerSpec(img)
 	if err != nil {

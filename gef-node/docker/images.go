@@ -16,6 +16,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
+	gef "github.com/eudat-gef/gef"
 	"github.com/eudat-gef/gef/gef-node/agent"
 )
 
@@ -25,6 +26,7 @@ type imageAPI interface {
 	ImageLoad(ctx context.Context, input io.Reader, opts ...client.ImageLoadOption) (image.LoadResponse, error)
 	ImageBuild(ctx context.Context, buildContext io.Reader, opts build.ImageBuildOptions) (build.ImageBuildResponse, error)
 	ImageRemove(ctx context.Context, id string, opts image.RemoveOptions) ([]image.DeleteResponse, error)
+	ImageSave(ctx context.Context, ids []string, opts ...client.ImageSaveOption) (io.ReadCloser, error)
 }
 
 // Image describes a local image; the error wraps gef.ErrNotFound when the
@@ -190,12 +192,37 @@ func (r *Runtime) Build(ctx context.Context, contextTar io.Reader, tag string, l
 	return info.ID, nil
 }
 
+// SaveImage writes the image with ID id to w as a `docker save` tarball.
+// Only an image ID is accepted: a tag would name whatever it points to now.
+func (r *Runtime) SaveImage(ctx context.Context, id string, w io.Writer) error {
+	if !imageID.MatchString(id) {
+		return fmt.Errorf("docker: save image: %q is not an image ID (sha256:<64 hex>): %w", id, gef.ErrInvalid)
+	}
+	ctx, cancel := r.long(ctx)
+	defer cancel()
+	// Inspect first: the engine answers an unknown ID with a stream error
+	// only after the response has begun.
+	if _, err := r.image(ctx, id); err != nil {
+		return err
+	}
+	rc, err := r.api.ImageSave(ctx, []string{id})
+	if err != nil {
+		return wrap(err, "save image %s", id)
+	}
+	defer rc.Close()
+	if _, err := io.Copy(w, rc); err != nil {
+		return fmt.Errorf("docker: save image %s: %w", id, err)
+	}
+	return nil
+}
+
 // RemoveImage deletes a local image. It does not force: an image still used
 // by a container, or tagged in several repositories, is a conflict.
 func (r *Runtime) RemoveImage(ctx context.Context, id string) error {
 	ctx, cancel := r.call(ctx)
 	defer cancel()
-	if _, err := r.api.ImageRemove(ctx, id, image.RemoveOptions{PruneChildren: true}); err != nil {
+	// Untagged parent images stay: they may be another image's base.
+	if _, err := r.api.ImageRemove(ctx, id, image.RemoveOptions{PruneChildren: false}); err != nil {
 		return wrap(err, "remove image %s", id)
 	}
 	return nil

@@ -29,25 +29,41 @@ func GoImage(ctx context.Context, rt agent.Runtime, src fs.FS, name, tag string,
 	if log == nil {
 		log = io.Discard
 	}
-	goBin, err := goTool()
+	ctxTar, err := GoContext(ctx, src, name)
 	if err != nil {
 		return "", err
 	}
+	id, err := rt.Build(ctx, bytes.NewReader(ctxTar), tag, log)
+	if err != nil {
+		return "", fmt.Errorf("imagebuild: build %s: %w", tag, err)
+	}
+	return id, nil
+}
+
+// GoContext compiles the Go main package in src into a static binary called
+// name and returns the build context: src's Dockerfile and the binary, as
+// a tar with fixed times and owners, so the same sources give the same
+// context.
+func GoContext(ctx context.Context, src fs.FS, name string) ([]byte, error) {
+	goBin, err := goTool()
+	if err != nil {
+		return nil, err
+	}
 	tmp, err := os.MkdirTemp("", "gef-imagebuild-")
 	if err != nil {
-		return "", fmt.Errorf("imagebuild: %w", err)
+		return nil, fmt.Errorf("imagebuild: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 
 	dockerfile, err := fs.ReadFile(src, "Dockerfile")
 	if err != nil {
-		return "", fmt.Errorf("imagebuild: %s: %w", name, err)
+		return nil, fmt.Errorf("imagebuild: %s: %w", name, err)
 	}
 	// A module of its own, so the build needs nothing but the standard
 	// library, wherever the sources came from.
 	srcDir := filepath.Join(tmp, "src")
 	if err := os.MkdirAll(srcDir, 0o755); err != nil {
-		return "", fmt.Errorf("imagebuild: %w", err)
+		return nil, fmt.Errorf("imagebuild: %w", err)
 	}
 	goFiles, _ := fs.Glob(src, "*.go")
 	for _, f := range goFiles {
@@ -56,36 +72,32 @@ func GoImage(ctx context.Context, rt agent.Runtime, src fs.FS, name, tag string,
 		}
 		b, err := fs.ReadFile(src, f)
 		if err != nil {
-			return "", fmt.Errorf("imagebuild: %w", err)
+			return nil, fmt.Errorf("imagebuild: %w", err)
 		}
 		if err := os.WriteFile(filepath.Join(srcDir, f), b, 0o644); err != nil {
-			return "", fmt.Errorf("imagebuild: %w", err)
+			return nil, fmt.Errorf("imagebuild: %w", err)
 		}
 	}
 	mod := fmt.Sprintf("module gefservice/%s\n\ngo 1.22\n", name)
 	if err := os.WriteFile(filepath.Join(srcDir, "go.mod"), []byte(mod), 0o644); err != nil {
-		return "", fmt.Errorf("imagebuild: %w", err)
+		return nil, fmt.Errorf("imagebuild: %w", err)
 	}
 	binPath := filepath.Join(tmp, name)
 	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", binPath, ".")
 	cmd.Dir = srcDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOTOOLCHAIN=local", "GOFLAGS=-mod=mod", "GOWORK=off")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("imagebuild: go build %s: %w\n%s", name, err, out)
+		return nil, fmt.Errorf("imagebuild: go build %s: %w\n%s", name, err, out)
 	}
 	bin, err := os.ReadFile(binPath)
 	if err != nil {
-		return "", fmt.Errorf("imagebuild: %w", err)
+		return nil, fmt.Errorf("imagebuild: %w", err)
 	}
 	var ctxTar bytes.Buffer
 	if err := writeContext(&ctxTar, map[string][]byte{"Dockerfile": dockerfile, name: bin}); err != nil {
-		return "", err
+		return nil, err
 	}
-	id, err := rt.Build(ctx, &ctxTar, tag, log)
-	if err != nil {
-		return "", fmt.Errorf("imagebuild: build %s: %w", tag, err)
-	}
-	return id, nil
+	return ctxTar.Bytes(), nil
 }
 
 // writeContext writes a build context with fixed times and owners, so the

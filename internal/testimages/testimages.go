@@ -46,12 +46,15 @@ var (
 	built = map[string]string{}
 )
 
-// Build builds img once per process and returns its image ID.
+// Build builds img once per process and returns its image ID. A test that
+// removed the image from the engine gets it built again.
 func Build(ctx context.Context, rt agent.Runtime, img Image) (string, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	if id, ok := built[img.Tag]; ok {
-		return id, nil
+		if _, err := rt.Image(ctx, id); err == nil {
+			return id, nil
+		}
 	}
 	id, err := imagebuild.GoImage(ctx, rt, img.src, img.Name, img.Tag, nil)
 	if err != nil {
@@ -59,4 +62,14 @@ func Build(ctx context.Context, rt agent.Runtime, img Image) (string, error) {
 	}
 	built[img.Tag] = id
 	return id, nil
+}
+
+// Context returns img's build context: its Dockerfile and its compiled
+// binary, for building it through GEF rather than on the engine directly.
+func (img Image) Context(ctx context.Context) ([]byte, error) {
+	b, err := imagebuild.GoContext(ctx, img.src, img.Name)
+	if err != nil {
+		return nil, fmt.Errorf("testimages: %w", err)
+	}
+	return b, nil
 }

@@ -47,6 +47,8 @@ func Run(t *testing.T, newStore func(t *testing.T) gef.ObjectStore) {
 		{"PresignPut", testPresignPut},
 		{"PresignPutExpired", testPresignPutExpired},
 		{"PresignPutTampered", testPresignPutTampered},
+		{"PresignGet", testPresignGet},
+		{"PresignGetTampered", testPresignGetTampered},
 		{"Ping", testPing},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -439,6 +441,82 @@ func testPresignPutTampered(t *testing.T, s gef.ObjectStore, p string) {
 		t.Errorf("GET on a PUT URL: status %d, want 403", resp.StatusCode)
 	}
 	wantNotFound(t, s, key)
+}
+
+// download GETs a presigned URL and returns the status code and body.
+func download(t *testing.T, rawURL string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctxFor(t), http.MethodGet, rawURL, nil)
+	if err != nil {
+		t.Fatalf("new request: %v", err)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", rawURL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read response: %v", rawURL, err)
+	}
+	return resp.StatusCode, body
+}
+
+func testPresignGet(t *testing.T, s gef.ObjectStore, p string) {
+	for _, key := range []string{p + "images/blob.tar", p + "images/with space ü/日本.tar"} {
+		data := make([]byte, 300<<10)
+		if _, err := rand.Read(data); err != nil {
+			t.Fatal(err)
+		}
+		put(t, s, key, data)
+		u, err := s.PresignGet(ctxFor(t), key, 5*time.Minute)
+		if err != nil {
+			t.Fatalf("PresignGet(%q): %v", key, err)
+		}
+		code, got := download(t, u)
+		if code != http.StatusOK || !bytes.Equal(got, data) {
+			t.Fatalf("GET presigned URL of %q: status %d, %d bytes; want 200 and the %d bytes stored", key, code, len(got), len(data))
+		}
+	}
+	// A URL for an object that is not there yet signs fine and answers 404
+	// until the object exists.
+	key := p + "images/later.tar"
+	u, err := s.PresignGet(ctxFor(t), key, 5*time.Minute)
+	if err != nil {
+		t.Fatalf("PresignGet(absent): %v", err)
+	}
+	if code, _ := download(t, u); code != http.StatusNotFound {
+		t.Errorf("GET of an absent object: status %d, want 404", code)
+	}
+	put(t, s, key, []byte("now here"))
+	if code, got := download(t, u); code != http.StatusOK || string(got) != "now here" {
+		t.Errorf("GET after Put: %d %q", code, got)
+	}
+}
+
+func testPresignGetTampered(t *testing.T, s gef.ObjectStore, p string) {
+	put(t, s, p+"secret/a.bin", []byte("a"))
+	put(t, s, p+"secret/b.bin", []byte("b"))
+	signed, err := s.PresignGet(ctxFor(t), p+"secret/a.bin", 5*time.Minute)
+	if err != nil {
+		t.Fatalf("PresignGet: %v", err)
+	}
+	u, err := url.Parse(signed)
+	if err != nil {
+		t.Fatalf("parse %s: %v", signed, err)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "a.bin") + "b.bin"
+	u.RawPath = ""
+	if code, body := download(t, u.String()); code != http.StatusForbidden {
+		t.Errorf("GET of a URL with another key: status %d (%q), want 403", code, body)
+	}
+	// A GET URL does not allow a PUT.
+	if code := upload(t, signed, []byte("overwritten")); code != http.StatusForbidden {
+		t.Errorf("PUT on a GET URL: status %d, want 403", code)
+	}
+	if got := get(t, s, p+"secret/a.bin"); string(got) != "a" {
+		t.Errorf("object after a refused PUT = %q", got)
+	}
 }
 
 func testPing(t *testing.T, s gef.ObjectStore, _ string) {

@@ -84,7 +84,7 @@ func main() {
 		result = "filled"
 	case "flood":
 		line := []byte(strings.Repeat("flood ", 170) + "\n") // ~1 KiB
-		for i := 0; i < 200*1024; i++ {                      // ~200 MiB
+		for i := 0; i < 50*1024; i++ {                       // ~50 MiB, fifty times the tests' log limit
 			os.Stdout.Write(line)
 		}
 		result = "flooded"
