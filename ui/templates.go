@@ -62,6 +62,7 @@ func (u *UI) page(name string) *template.Template {
 type view struct {
 	Title   string
 	Nav     string // the section to mark current in the menu
+	Path    string // the page's path, to come back to after signing in
 	User    manager.Principal
 	CSRF    string // the form token of this session
 	Notice  string
@@ -70,7 +71,7 @@ type view struct {
 }
 
 func (u *UI) view(c *gin.Context, title, nav string, data any) view {
-	return view{Title: title, Nav: nav, User: viewer(c), CSRF: c.GetString(csrfKey),
+	return view{Title: title, Nav: nav, Path: c.Request.URL.Path, User: viewer(c), CSRF: c.GetString(csrfKey),
 		Notice: notices[c.Query("notice")], Version: gef.Version, Data: data}
 }
 
@@ -116,6 +117,7 @@ func (u *UI) funcs() template.FuncMap {
 		"short":      shortDigest,
 		"stateLabel": stateLabel,
 		"stateClass": stateClass,
+		"menu":       menuFor,
 		"outputURL":  outputURL,
 		"link":       safeLink,
 		"static":     func(name string) string { return u.static.url(name) },
