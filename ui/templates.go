@@ -3,6 +3,7 @@ package ui
 import (
 	"bytes"
 	"embed"
+	"encoding/json"
 	"errors"
 	"html/template"
 	"io/fs"
@@ -87,6 +88,9 @@ var notices = map[string]string{
 	"canceled":      "The job is canceled.",
 	"user-created":  "The user is created.",
 	"token-revoked": "The token is revoked.",
+	"rerun":         "This is a rerun: it repeats the job exactly, on the data the job ran on, and is judged against it when it ends.",
+	"made-public":   "The job is public: anyone can read it at its URL, without signing in.",
+	"made-private":  "The job is private: only you and the administrators can read it.",
 }
 
 // render executes the page into a buffer first, so that a template error
@@ -130,6 +134,14 @@ func (u *UI) funcs() template.FuncMap {
 			return false
 		},
 		"join": strings.Join,
+		// json writes a value as compact JSON, as the API would.
+		"json": func(v any) (string, error) {
+			var b bytes.Buffer
+			enc := json.NewEncoder(&b)
+			enc.SetEscapeHTML(false)
+			err := enc.Encode(v)
+			return strings.TrimSuffix(b.String(), "\n"), err
+		},
 		"value": func(v any) string {
 			if f, ok := v.(*float64); ok && f != nil {
 				return valueString(*f)

@@ -120,6 +120,8 @@ func (u *UI) Mount(r *gin.Engine) {
 	g.GET("/jobs/:id", u.job())
 	g.GET("/jobs/:id/live", u.jobLive())
 	in.POST("/jobs/:id/cancel", u.checkForm, u.cancel)
+	in.POST("/jobs/:id/rerun", u.checkForm, u.rerun())
+	in.POST("/jobs/:id/visibility", u.checkForm, u.visibility)
 	in.GET("/tokens", u.tokens())
 	in.POST("/tokens", u.checkForm, u.createToken())
 	in.POST("/tokens/:id/revoke", u.checkForm, u.revokeToken)

@@ -66,11 +66,13 @@
         .then(function (html) {
           if (html === null) { return; }
           var doc = new DOMParser().parseFromString(html, 'text/html');
+          // Live parts sit anywhere on the page: the provenance and the
+          // citation, for one, appear below the log once the job ends.
           doc.querySelectorAll('[data-live]').forEach(function (fresh) {
-            var old = box.querySelector('[data-live="' + fresh.getAttribute('data-live') + '"]');
+            var old = document.querySelector('[data-live="' + fresh.getAttribute('data-live') + '"]');
             if (old) { old.replaceWith(document.importNode(fresh, true)); }
           });
-          refreshTimes(box);
+          refreshTimes(document);
           var st = box.querySelector('[data-state]');
           if (st && FINAL[st.getAttribute('data-state')]) {
             box.setAttribute('data-final', 'true');
