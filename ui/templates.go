@@ -90,6 +90,7 @@ var notices = map[string]string{
 	"token-revoked": "The token is revoked.",
 	"rerun":         "This is a rerun: it repeats the job exactly, on the data the job ran on, and is judged against it when it ends.",
 	"made-public":   "The job is public: anyone can read it at its URL, without signing in.",
+	"access-set":    "Who may use the dataset is changed. Jobs waiting for a node are checked again when one claims them.",
 	"made-private":  "The job is private: only you and the administrators can read it.",
 }
 

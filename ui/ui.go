@@ -134,6 +134,7 @@ func (u *UI) Mount(r *gin.Engine) {
 	admin := in.Group("/", u.require(gef.RoleAdmin))
 	admin.GET("/nodes", u.nodes())
 	admin.GET("/nodes/:name", u.node())
+	admin.POST("/datasets/:name/access", u.checkForm, u.setAccess())
 	admin.GET("/admin/users", u.users())
 	admin.POST("/admin/users", u.checkForm, u.createUser())
 }
