@@ -27,6 +27,7 @@ var menu = []navItem{
 	{Key: "nodes", Label: "Nodes", Path: "/nodes", Roles: admins},
 	{Key: "publish", Label: "Publish", Path: "/publish", Roles: maintainers},
 	{Key: "admin", Label: "Users", Path: "/admin/users", Roles: admins},
+	{Key: "groups", Label: "Groups", Path: "/admin/groups", Roles: admins},
 }
 
 // menuFor returns the menu entries p may open.

@@ -79,19 +79,22 @@ func (u *UI) view(c *gin.Context, title, nav string, data any) view {
 // notices are the fixed messages a redirect after a form may ask for, so
 // no text from the URL is ever shown.
 var notices = map[string]string{
-	"signed-out":    "You are signed out.",
-	"published":     "The service is published.",
-	"already":       "This image was already published; nothing changed.",
-	"deprecated":    "The version is deprecated: new runs no longer pick it.",
-	"restored":      "The version is no longer deprecated.",
-	"cancel-asked":  "Cancel requested: the node is stopping the job.",
-	"canceled":      "The job is canceled.",
-	"user-created":  "The user is created.",
-	"token-revoked": "The token is revoked.",
-	"rerun":         "This is a rerun: it repeats the job exactly, on the data the job ran on, and is judged against it when it ends.",
-	"made-public":   "The job is public: anyone can read it at its URL, without signing in.",
-	"access-set":    "Who may use the dataset is changed. Jobs waiting for a node are checked again when one claims them.",
-	"made-private":  "The job is private: only you and the administrators can read it.",
+	"signed-out":     "You are signed out.",
+	"published":      "The service is published.",
+	"already":        "This image was already published; nothing changed.",
+	"deprecated":     "The version is deprecated: new runs no longer pick it.",
+	"restored":       "The version is no longer deprecated.",
+	"cancel-asked":   "Cancel requested: the node is stopping the job.",
+	"canceled":       "The job is canceled.",
+	"user-created":   "The user is created.",
+	"token-revoked":  "The token is revoked.",
+	"rerun":          "This is a rerun: it repeats the job exactly, on the data the job ran on, and is judged against it when it ends.",
+	"made-public":    "The job is public: anyone can read it at its URL, without signing in.",
+	"access-set":     "Who may use the dataset is changed. Jobs waiting for a node are checked again when one claims them.",
+	"group-created":  "The group is made.",
+	"member-added":   "The user is added to the group.",
+	"member-removed": "The user is removed from the group.",
+	"made-private":   "The job is private: only you and the administrators can read it.",
 }
 
 // render executes the page into a buffer first, so that a template error

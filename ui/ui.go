@@ -137,4 +137,7 @@ func (u *UI) Mount(r *gin.Engine) {
 	admin.POST("/datasets/:name/access", u.checkForm, u.setAccess())
 	admin.GET("/admin/users", u.users())
 	admin.POST("/admin/users", u.checkForm, u.createUser())
+	admin.GET("/admin/groups", u.groups())
+	admin.POST("/admin/groups", u.checkForm, u.createGroup())
+	admin.POST("/admin/groups/:name/members", u.checkForm, u.setMember())
 }
