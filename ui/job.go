@@ -65,13 +65,19 @@ type phase struct {
 func phases(j gef.Job, now time.Time) []phase {
 	ts := j.Timestamps
 	queued := ts.Queued
-	steps := []struct {
-		name string
-		at   *time.Time
-	}{
-		{"queued", &queued}, {"assigned", ts.Assigned}, {"fetching image", ts.FetchingImage},
-		{"running", ts.Running}, {"staging", ts.Staging},
-	}
+	return timeline([]step{{"queued", &queued}, {"assigned", ts.Assigned}, {"fetching image", ts.FetchingImage},
+		{"running", ts.Running}, {"staging", ts.Staging}}, ts.Finished, j.State.Final(), stateLabel(j.State), now)
+}
+
+// step is a phase and when it was entered, if it was.
+type step struct {
+	name string
+	at   *time.Time
+}
+
+// timeline lays out phases from when each was entered, ending at finished
+// with a last step named end.
+func timeline(steps []step, finished *time.Time, final bool, end string, now time.Time) []phase {
 	var out []phase
 	for i, s := range steps {
 		ph := phase{Name: s.name}
@@ -79,7 +85,7 @@ func phases(j gef.Job, now time.Time) []phase {
 			// A phase the job went past without entering (no image to
 			// fetch, or canceled before it) is skipped, not pending.
 			ph.Status = "pending"
-			if j.State.Final() {
+			if final {
 				ph.Status = "skipped"
 			}
 			for _, n := range steps[i+1:] {
@@ -91,7 +97,7 @@ func phases(j gef.Job, now time.Time) []phase {
 			continue
 		}
 		ph.Start = *s.at
-		next := ts.Finished
+		next := finished
 		for _, n := range steps[i+1:] {
 			if n.at != nil {
 				next = n.at
@@ -105,8 +111,8 @@ func phases(j gef.Job, now time.Time) []phase {
 		}
 		out = append(out, ph)
 	}
-	if ts.Finished != nil {
-		out = append(out, phase{Name: stateLabel(j.State), Status: "end", Start: *ts.Finished})
+	if finished != nil {
+		out = append(out, phase{Name: end, Status: "end", Start: *finished})
 	}
 	return out
 }

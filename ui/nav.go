@@ -26,6 +26,7 @@ var menu = []navItem{
 	{Key: "datasets", Label: "Datasets", Path: "/datasets"},
 	{Key: "nodes", Label: "Nodes", Path: "/nodes", Roles: admins},
 	{Key: "publish", Label: "Publish", Path: "/publish", Roles: maintainers},
+	{Key: "builds", Label: "Builds", Path: "/builds", Roles: maintainers},
 	{Key: "admin", Label: "Users", Path: "/admin/users", Roles: admins},
 	{Key: "groups", Label: "Groups", Path: "/admin/groups", Roles: admins},
 }

@@ -94,6 +94,8 @@ var notices = map[string]string{
 	"group-created":  "The group is made.",
 	"member-added":   "The user is added to the group.",
 	"member-removed": "The user is removed from the group.",
+	"build-reused":   "The same build succeeded before, so GEF answered with that build rather than building again.",
+	"deleted":        "The version is deleted.",
 	"made-private":   "The job is private: only you and the administrators can read it.",
 }
 
@@ -126,9 +128,17 @@ func (u *UI) funcs() template.FuncMap {
 		"stateLabel": stateLabel,
 		"stateClass": stateClass,
 		"menu":       menuFor,
-		"outputURL":  outputURL,
-		"link":       safeLink,
-		"static":     func(name string) string { return u.static.url(name) },
+		"buildClass": buildClass,
+		"inc":        func(i int) int { return i + 1 },
+		"buildTook": func(b gef.Build) string {
+			if b.Timestamps.Finished != nil {
+				return duration(b.Timestamps.Finished.Sub(b.Timestamps.Queued))
+			}
+			return duration(u.now().Sub(b.Timestamps.Queued)) + " so far"
+		},
+		"outputURL": outputURL,
+		"link":      safeLink,
+		"static":    func(name string) string { return u.static.url(name) },
 		"is": func(p manager.Principal, roles ...string) bool {
 			for _, r := range roles {
 				if p.Is(gef.Role(r)) {

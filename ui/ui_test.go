@@ -391,13 +391,21 @@ func TestRolesSeeOnlyTheirPages(t *testing.T) {
 		links []string // menu links the page must show
 		not   []string // and must not
 	}{
-		{user, "/services", 200, []string{`href="/jobs"`}, []string{`href="/publish"`, `href="/admin/users"`, `href="/nodes"`, "Deprecate"}},
+		{user, "/services", 200, []string{`href="/jobs"`}, []string{`href="/publish"`, `href="/admin/users"`, `href="/nodes"`, `href="/builds"`, `href="/admin/groups"`, "Deprecate"}},
 		{user, "/services/table-stats", 200, nil, []string{"Deprecate 1.0.0"}},
 		{user, "/publish", 403, nil, nil},
 		{user, "/admin/users", 403, nil, nil},
 		{user, "/nodes", 403, nil, nil},
 		{user, "/nodes/site-a", 403, nil, nil},
-		{maint, "/services/table-stats", 200, []string{`href="/publish"`, "Deprecate 1.0.0"}, []string{`href="/admin/users"`}},
+		{user, "/builds", 403, nil, nil},
+		{user, "/builds/new", 403, nil, nil},
+		{user, "/builds/01J0000000000000000000000Z", 403, nil, nil},
+		{user, "/admin/groups", 403, nil, nil},
+		{maint, "/admin/groups", 403, nil, nil},
+		{maint, "/builds", 200, nil, nil},
+		// The service is the admin's: another maintainer may not deprecate it.
+		{maint, "/services/table-stats", 200, []string{`href="/publish"`, `href="/builds"`}, []string{`href="/admin/users"`, "Deprecate 1.0.0", "Delete 1.0.0"}},
+		{admin, "/services/table-stats", 200, []string{"Deprecate 1.0.0", "Delete 1.0.0", "Build a new version"}, nil},
 		{maint, "/publish", 200, nil, nil},
 		{maint, "/admin/users", 403, nil, nil},
 		{admin, "/services", 200, []string{`href="/publish"`, `href="/admin/users"`, `href="/nodes"`}, nil},
@@ -704,7 +712,8 @@ func TestPagesRender(t *testing.T) {
 	admin := b.user(t, "root", gef.RoleAdmin)
 	for _, p := range []string{"/", "/services", "/services?q=column&publisher=admin", "/services?q=nothing-like-it",
 		"/services/table-stats", "/services/table-stats?version=1.0.0", "/services/table-stats/run", "/datasets",
-		"/datasets/tables", "/nodes", "/nodes/site-a", "/jobs", "/jobs?node=site-a&state=queued", "/publish", "/admin/users", "/tokens"} {
+		"/datasets/tables", "/nodes", "/nodes/site-a", "/jobs", "/jobs?node=site-a&state=queued", "/publish", "/admin/users", "/tokens",
+		"/admin/groups", "/builds", "/builds?state=failed", "/builds/new", "/builds/new?base=table-stats:1.0.0"} {
 		a := admin.get(p)
 		if a.status != http.StatusOK {
 			t.Errorf("%s: %d\n%s", p, a.status, a.body)
