@@ -35,6 +35,7 @@
   function followJob(box) {
     var noun = box.getAttribute('data-noun') || 'job';
     var running = box.getAttribute('data-running') || 'running'; // the state output comes in
+    var logWord = box.getAttribute('data-log-word') || 'log';
     var log = document.getElementById('log');
     var status = document.getElementById('log-status');
     var ended = false, timer = null, source = null, opened = false, busy = false;
@@ -98,7 +99,7 @@
       ended = true;
       clearTimeout(timer);
       if (source) { source.close(); source = null; }
-      if (status) { status.textContent = log.textContent ? 'The ' + noun + ' has ended; this is its whole log.' : 'The ' + noun + ' has ended. It wrote nothing.'; }
+      if (status) { status.textContent = log.textContent ? 'The ' + noun + ' has ended; this is its whole ' + logWord + '.' : 'The ' + noun + ' has ended. It wrote nothing.'; }
       swap();
     }
 
