@@ -73,12 +73,24 @@ type PollRequest struct {
 	// does not answer at once with the same cancel again.
 	Stopping []string `json:"stopping,omitempty"`
 	WaitMS   int      `json:"wait_ms"` // how long the manager may hold the poll
+	// SessionFree is how many more sessions the node can start now.
+	SessionFree int `json:"session_free,omitempty"`
+	// Sessions lists the sessions the node runs.
+	Sessions []NodeSession `json:"sessions,omitempty"`
 }
 
 // PollResponse hands a node new work and the jobs it must stop.
 type PollResponse struct {
 	Jobs   []Assignment `json:"jobs"`
 	Cancel []string     `json:"cancel"`
+	// Sessions are new sessions to start; StopSessions those to stop.
+	Sessions     []SessionAssignment `json:"sessions,omitempty"`
+	StopSessions []string            `json:"stop_sessions,omitempty"`
+}
+
+// Empty reports whether the response gives the node nothing to do.
+func (r PollResponse) Empty() bool {
+	return len(r.Jobs)+len(r.Cancel)+len(r.Sessions)+len(r.StopSessions) == 0
 }
 
 // Assignment is everything a node needs to run one job.
