@@ -144,6 +144,9 @@ func (c *Config) setDefaults() {
 		c.PublicURL = scheme + "://" + c.Addr
 	}
 	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	if c.Manager.Sessions.PublicURL == "" {
+		c.Manager.Sessions.PublicURL = c.PublicURL
+	}
 }
 
 // Validate reports a configuration the manager cannot start with.

@@ -30,6 +30,8 @@ type Config struct {
 	LogTailBytes int
 	// SessionTTL is the lifetime of browser session tokens. Default 12 h.
 	SessionTTL time.Duration
+	// Sessions tunes service sessions.
+	Sessions SessionConfig
 }
 
 func (c *Config) setDefaults() {
@@ -48,6 +50,7 @@ func (c *Config) setDefaults() {
 	if c.SessionTTL == 0 {
 		c.SessionTTL = 12 * time.Hour
 	}
+	c.Sessions.setDefaults()
 }
 
 // Validate reports a configuration that cannot work.
@@ -59,7 +62,7 @@ func (c Config) Validate() error {
 	if c.LogTailBytes < 1024 {
 		return errors.New("manager: log tail must be at least 1 KiB")
 	}
-	return nil
+	return c.Sessions.validate()
 }
 
 // Manager is the manager's core.
@@ -73,6 +76,9 @@ type Manager struct {
 	logs    *liveLogs
 	metrics *Metrics
 	now     func() time.Time
+	// tunnels are the nodes' open tunnels, for reaching sessions.
+	tunnels        *tunnels
+	sessionMetrics *sessionMetrics
 }
 
 // New assembles a manager. Run must be called for node liveness to work.
@@ -81,10 +87,13 @@ func New(cfg Config, st *store.Store, objects gef.ObjectStore, issuer *auth.Issu
 		return nil, err
 	}
 	cfg.setDefaults()
-	return &Manager{
+	m := &Manager{
 		cfg: cfg, store: st, objects: objects, issuer: issuer, log: log,
 		hub: newHub(), logs: newLiveLogs(cfg.LogTailBytes), metrics: newMetrics(), now: time.Now,
-	}, nil
+		tunnels: newTunnels(),
+	}
+	m.sessionMetrics = newSessionMetrics(m.metrics.Registry)
+	return m, nil
 }
 
 // Metrics returns the manager's Prometheus metrics.
@@ -105,8 +114,9 @@ func (m *Manager) Ready(ctx context.Context) error {
 }
 
 // Run does the manager's background work until ctx ends: it marks silent
-// nodes down and ends the jobs they held.
+// nodes down and ends the jobs and sessions they held.
 func (m *Manager) Run(ctx context.Context) error {
+	go m.runSessions(ctx)
 	tick := time.NewTicker(m.cfg.NodeTimeout / 5)
 	defer tick.Stop()
 	for {
@@ -121,5 +131,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 }
 
-// Shutdown releases the nodes' held polls so that the HTTP server can stop.
-func (m *Manager) Shutdown() { m.hub.closeAll() }
+// Shutdown releases the nodes' held polls and tunnels so that the HTTP
+// server can stop.
+func (m *Manager) Shutdown() {
+	m.hub.closeAll()
+	m.tunnels.closeAll()
+}

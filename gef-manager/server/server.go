@@ -26,6 +26,7 @@ type Server struct {
 	log        *slog.Logger
 	engine     *gin.Engine
 	loginLimit *limiter
+	proxy      *proxy
 }
 
 // New builds the router. blobs, if not nil, serves presigned URLs of a local
@@ -82,6 +83,8 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 	node.POST("/jobs/:id/report", s.nodeReport)
 	node.POST("/jobs/:id/logs", s.nodeLogs)
 	node.POST("/jobs/:id/uploads", s.nodeUploads)
+	node.POST("/sessions/:id/report", s.nodeSessionReport)
+	s.sessionRoutes(r, v1)
 
 	if blobs != nil {
 		// Presigned URLs carry their own signature; no bearer token.
