@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -51,6 +52,8 @@ type Config struct {
 	StopGrace time.Duration
 	// UploadConcurrency is how many files are uploaded at once. Default 4.
 	UploadConcurrency int
+	// Sessions tunes long-lived service sessions.
+	Sessions SessionConfig
 }
 
 func (c *Config) setDefaults() {
@@ -90,6 +93,7 @@ func (c *Config) setDefaults() {
 	if c.UploadConcurrency == 0 {
 		c.UploadConcurrency = 4
 	}
+	c.Sessions.setDefaults()
 }
 
 // Validate reports a configuration the agent cannot run with.
@@ -104,6 +108,9 @@ func (c Config) Validate() error {
 		return errors.New("agent: capacity must be at least 1")
 	case c.DefaultMemoryBytes > c.MaxMemoryBytes || c.DefaultCPUs > c.MaxCPUs || c.DefaultTimeout > c.MaxTimeout:
 		return errors.New("agent: a default limit is above its maximum")
+	}
+	if err := c.Sessions.validate(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for _, d := range c.Datasets {
@@ -126,6 +133,10 @@ type Manager interface {
 	Report(ctx context.Context, id string, r gef.JobReport) (gef.Job, error)
 	AppendLog(ctx context.Context, id string, attempt, seq int, stream string, data []byte) error
 	UploadURLs(ctx context.Context, id string, files []gef.OutputFile) (map[string]string, error)
+	ReportSession(ctx context.Context, id string, r gef.SessionReport) (gef.Session, error)
+	// Tunnel opens a connection to the manager that carries the
+	// sessions' traffic; it lives until ctx ends or it breaks.
+	Tunnel(ctx context.Context) (net.Conn, error)
 }
 
 // Agent runs a node.
@@ -138,8 +149,9 @@ type Agent struct {
 	datasets map[string]string
 	engine   EngineInfo
 
-	mu    sync.Mutex
-	tasks map[string]*task
+	mu       sync.Mutex
+	tasks    map[string]*task
+	sessions *sessionSet
 	// shutdownReason ends the jobs still running when the agent stops.
 	shutdownReason string
 	registered     chan struct{}
@@ -164,7 +176,7 @@ func New(cfg Config, rt Runtime, mgr Manager, log *slog.Logger) (*Agent, error) 
 		ds[d.Name] = d.Dir
 	}
 	return &Agent{cfg: cfg, rt: rt, mgr: mgr, log: log, http: &http.Client{}, datasets: ds, tasks: map[string]*task{},
-		shutdownReason: "the node agent shut down", registered: make(chan struct{})}, nil
+		sessions: newSessionSet(), shutdownReason: "the node agent shut down", registered: make(chan struct{})}, nil
 }
 
 // Run serves jobs until ctx ends, then stops the running containers and
@@ -183,6 +195,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.removeStale(ctx); err != nil {
 		return err
 	}
+	if err := a.prepareSessions(ctx); err != nil {
+		return err
+	}
 	reg, err := a.registration(ctx)
 	if err != nil {
 		return err
@@ -192,6 +207,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("node registered", "node", a.cfg.Name, "datasets", len(reg.Datasets), "capacity", a.cfg.Capacity)
 	close(a.registered)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.runTunnel(ctx)
+	}()
 
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
@@ -217,7 +237,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		for _, job := range resp.Jobs {
 			a.start(ctx, job)
 		}
+		for _, id := range resp.StopSessions {
+			a.stopSession(id, "")
+		}
+		for _, s := range resp.Sessions {
+			a.startSession(ctx, s)
+		}
 	}
+	a.stopAllSessions(a.shutdownReason)
 	a.mu.Lock()
 	for _, t := range a.tasks {
 		t.stop(a.shutdownReason)
@@ -291,6 +318,9 @@ func (a *Agent) pollRequest() gef.PollRequest {
 	}
 	sort.Strings(req.Running)
 	sort.Strings(req.Stopping)
+	if a.cfg.Sessions.Capacity >= 0 {
+		req.SessionFree, req.Sessions = a.sessionStatus()
+	}
 	return req
 }
 
