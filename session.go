@@ -165,6 +165,8 @@ type SessionReport struct {
 	At       time.Time    `json:"at"`
 	ExitCode *int         `json:"exit_code,omitempty"`
 	Reason   string       `json:"reason,omitempty"`
+	// LastActive is when the session last carried traffic, if it has.
+	LastActive time.Time `json:"last_active,omitzero"`
 }
 
 // TunnelRequest opens one stream of a node's tunnel: the manager sends it

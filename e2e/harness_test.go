@@ -208,8 +208,9 @@ func (s *stack) removeBucket() {
 	_ = s.s3.RemoveBucket(ctx, s.bucket)
 }
 
-// node starts a gef-node process holding datasets (name → host dir).
-func (s *stack) node(name string, datasets map[string]string) *proc {
+// node starts a gef-node process holding datasets (name → host dir), with
+// any extra flags.
+func (s *stack) node(name string, datasets map[string]string, extra ...string) *proc {
 	t := s.t
 	t.Helper()
 	ctx := context.Background()
@@ -229,6 +230,7 @@ func (s *stack) node(name string, datasets map[string]string) *proc {
 	for ds, dir := range datasets {
 		args = append(args, "-dataset", ds+"="+dir)
 	}
+	args = append(args, extra...)
 	p := start(t, "gef-node "+name, nil, filepath.Join(binaries(t), "gef-node"), args...)
 	eventually(t, 30*time.Second, "node "+name+" is ready", func() bool {
 		nodes, err := s.admin.Nodes(ctx)

@@ -364,6 +364,13 @@ func (s *Store) ReportSession(ctx context.Context, node, id string, r gef.Sessio
 		if err != nil {
 			return fmt.Errorf("store: report session %s: %w", id, classify(err))
 		}
+		if !r.LastActive.IsZero() {
+			at := micros(r.LastActive)
+			if _, err := tx.ExecContext(ctx, s.q(`UPDATE sessions SET last_active_at = ?
+				WHERE id = ? AND (last_active_at IS NULL OR last_active_at < ?)`), at, id, at); err != nil {
+				return fmt.Errorf("store: report session %s: %w", id, classify(err))
+			}
+		}
 		applied = true
 		return nil
 	})

@@ -185,9 +185,11 @@ func TestSessionLife(t *testing.T) {
 			t.Fatalf("stops for n1: %v", stop)
 		}
 		code := 143
-		cur, applied, err = report("n1", sa.ID, gef.SessionReport{State: gef.SessionStopped, ExitCode: &code, Reason: "exited", At: t0.Add(2 * time.Hour)})
+		lastTraffic := t0.Add(90 * time.Minute)
+		cur, applied, err = report("n1", sa.ID, gef.SessionReport{State: gef.SessionStopped, ExitCode: &code, Reason: "exited",
+			At: t0.Add(2 * time.Hour), LastActive: lastTraffic})
 		if err != nil || !applied || cur.State != gef.SessionStopped || *cur.ExitCode != 143 || cur.Reason != "stopped by ada" ||
-			!cur.Timestamps.Ended.Equal(t0.Add(2*time.Hour)) {
+			!cur.Timestamps.Ended.Equal(t0.Add(2*time.Hour)) || !cur.Timestamps.LastActive.Equal(lastTraffic) {
 			t.Fatalf("stopped: %+v %v %v", cur, applied, err)
 		}
 		if _, err := s.StopSession(ctx, sa.ID, "", t0); !errors.Is(err, gef.ErrConflict) {

@@ -212,6 +212,9 @@ const shutdownReport = 30 * time.Second
 func (x *session) run(ctx context.Context) {
 	final := x.execute(ctx)
 	final.At = time.Now()
+	if t := x.lastActive.Load(); t > 0 {
+		final.LastActive = time.Unix(0, t)
+	}
 	rctx := ctx
 	x.mu.Lock()
 	if x.stopReason != "" {
