@@ -245,9 +245,21 @@ func failed(format string, args ...any) gef.SessionReport {
 	return gef.SessionReport{State: gef.SessionFailed, Reason: fmt.Sprintf(format, args...)}
 }
 
+// exit is how a container ended, once it has: done is closed then, and
+// st and err are set, for any number of readers.
 type exit struct {
-	st  ExitStatus
-	err error
+	done chan struct{}
+	st   ExitStatus
+	err  error
+}
+
+func (x *session) waitExit(ctx context.Context, id string) *exit {
+	e := &exit{done: make(chan struct{})}
+	go func() {
+		e.st, e.err = x.a.rt.Wait(ctx, id)
+		close(e.done)
+	}()
+	return e
 }
 
 // execute runs the session's container until the session ends, and
@@ -281,11 +293,7 @@ func (x *session) execute(ctx context.Context) gef.SessionReport {
 	if err := rt.Start(ctx, id); err != nil {
 		return failed("engine: %v", err)
 	}
-	exited := make(chan exit, 1)
-	go func() {
-		st, err := rt.Wait(ctx, id)
-		exited <- exit{st, err}
-	}()
+	exited := x.waitExit(ctx, id)
 	info, err := rt.Inspect(ctx, id)
 	if err != nil || info.IPAddress == "" {
 		return x.end(ctx, id, exited, failed("engine: the container has no address on network %s (%v)", a.cfg.Sessions.Network, err))
@@ -332,7 +340,7 @@ func (x *session) containerSpec(ctx context.Context, img ImageInfo) (ContainerSp
 // awaitPort waits until the container accepts connections on addr. It
 // returns false, with the report that ends the session, if the container
 // exits, the session is stopped, or the start timeout passes first.
-func (x *session) awaitPort(ctx context.Context, addr string, exited <-chan exit) (gef.SessionReport, bool) {
+func (x *session) awaitPort(ctx context.Context, addr string, exited *exit) (gef.SessionReport, bool) {
 	deadline := time.NewTimer(x.a.cfg.Sessions.StartTimeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -343,8 +351,8 @@ func (x *session) awaitPort(ctx context.Context, addr string, exited <-chan exit
 			return gef.SessionReport{}, true
 		}
 		select {
-		case e := <-exited:
-			return x.exitReport(ctx, e, "before it answered on port "+strconv.Itoa(x.s.Port)), false
+		case <-exited.done:
+			return x.exitReport(ctx, exited, "before it answered on port "+strconv.Itoa(x.s.Port)), false
 		case <-x.stopCh:
 			return x.stoppedReport(), false
 		case <-deadline.C:
@@ -356,7 +364,7 @@ func (x *session) awaitPort(ctx context.Context, addr string, exited <-chan exit
 
 // watch waits for the session to end: stopped, idle, at its lifetime, or
 // by its container's exit.
-func (x *session) watch(ctx context.Context, id string, exited <-chan exit) gef.SessionReport {
+func (x *session) watch(ctx context.Context, id string, exited *exit) gef.SessionReport {
 	idle := time.Duration(x.s.IdleTimeoutSeconds) * time.Second
 	lifetime := time.Duration(x.s.MaxLifetimeSeconds) * time.Second
 	end := time.NewTimer(lifetime)
@@ -365,8 +373,8 @@ func (x *session) watch(ctx context.Context, id string, exited <-chan exit) gef.
 	defer tick.Stop()
 	for {
 		select {
-		case e := <-exited:
-			return x.exitReport(ctx, e, "")
+		case <-exited.done:
+			return x.exitReport(ctx, exited, "")
 		case <-x.stopCh:
 			return x.end(ctx, id, exited, x.stoppedReport())
 		case <-end.C:
@@ -392,7 +400,7 @@ func (x *session) stoppedReport() gef.SessionReport {
 
 // end stops the container gracefully, SIGTERM then SIGKILL after the
 // grace period, and returns r with the exit code.
-func (x *session) end(ctx context.Context, id string, exited <-chan exit, r gef.SessionReport) gef.SessionReport {
+func (x *session) end(ctx context.Context, id string, exited *exit, r gef.SessionReport) gef.SessionReport {
 	x.mu.Lock()
 	x.addr = "" // no new connections
 	x.mu.Unlock()
@@ -400,15 +408,17 @@ func (x *session) end(ctx context.Context, id string, exited <-chan exit, r gef.
 		x.log.Warn("stopping session container", "container", id, "err", err)
 		return r
 	}
-	if e := <-exited; e.err == nil {
-		r.ExitCode = &e.st.Code
+	<-exited.done
+	if exited.err == nil && r.ExitCode == nil {
+		code := exited.st.Code
+		r.ExitCode = &code
 	}
 	return r
 }
 
 // exitReport is the report of a container that exited by itself, with the
 // end of its output, which often says why.
-func (x *session) exitReport(ctx context.Context, e exit, when string) gef.SessionReport {
+func (x *session) exitReport(ctx context.Context, e *exit, when string) gef.SessionReport {
 	if e.err != nil {
 		return failed("engine: %v", e.err)
 	}
