@@ -176,7 +176,7 @@ func TestSessionsThroughTheTunnel(t *testing.T) {
 	name := "agent-test-" + strings.ToLower(gef.NewID())
 	a, err := agent.New(agent.Config{Name: name, WorkDir: t.TempDir(),
 		Datasets: []volumes.Dataset{{Name: "d", Dir: data}}, Capacity: 1, PollWait: 100 * time.Millisecond,
-		StopGrace: 2 * time.Second, Sessions: agent.SessionConfig{Capacity: 2}}, rt, f, log)
+		StopGrace: 2 * time.Second, Sessions: agent.SessionConfig{Capacity: 3}}, rt, f, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,14 +195,22 @@ func TestSessionsThroughTheTunnel(t *testing.T) {
 			Mounts: []gef.Mount{{Input: "data", Dataset: "d", Path: "/data"}}, Port: 8080,
 			IdleTimeoutSeconds: idle, MaxLifetimeSeconds: 600}
 	}
-	idle, stopped := spec(2), spec(600)
+	idle, stopped, broken := spec(2), spec(600), spec(600)
+	broken.Argv = []string{"/websvc", "-listen", "nowhere"}
 	f.mu.Lock()
-	f.give = []gef.SessionAssignment{idle, stopped}
+	f.give = []gef.SessionAssignment{idle, stopped, broken}
 	f.mu.Unlock()
 	f.nudge()
 	waitFor(t, "both sessions run", 90*time.Second, func() bool {
 		return f.reported(idle.SessionID, gef.SessionRunning) && f.reported(stopped.SessionID, gef.SessionRunning)
 	})
+
+	// One that exits as it starts says why.
+	waitFor(t, "the broken session ends", 30*time.Second, func() bool { _, ok := f.final(broken.SessionID); return ok })
+	if r, _ := f.final(broken.SessionID); r.State != gef.SessionFailed || r.ExitCode == nil || *r.ExitCode != 1 ||
+		!strings.Contains(r.Reason, "exited with code 1 before it answered on port 8080; its output ended with: websvc: listen tcp") {
+		t.Fatalf("broken session ended: %+v", r)
+	}
 
 	var conn net.Conn
 	select {
@@ -246,7 +254,7 @@ func TestSessionsThroughTheTunnel(t *testing.T) {
 		defer f.mu.Unlock()
 		for _, ns := range f.lastPoll.Sessions {
 			if ns.ID == stopped.SessionID && !ns.LastActive.IsZero() {
-				return f.lastPoll.SessionFree == 0 && len(f.lastPoll.Sessions) == 2
+				return f.lastPoll.SessionFree == 1 && len(f.lastPoll.Sessions) == 2
 			}
 		}
 		return false
