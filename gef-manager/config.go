@@ -67,6 +67,8 @@ func parseFlags(args []string) (Config, error) {
 	fs := flag.NewFlagSet("gef-manager", flag.ContinueOnError)
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address")
 	fs.StringVar(&c.PublicURL, "public-url", "", "the URL nodes and browsers use (default http://ADDR)")
+	fs.StringVar(&c.Manager.Sessions.PublicURL, "session-url", "",
+		"a URL on a host name of its own for sessions, e.g. https://sessions.example.org (default: -public-url)")
 	fs.BoolVar(&c.Dev, "dev", false, "run everything in one process: SQLite, local results, an in-process node, a demo service")
 	fs.BoolVar(&c.Demo, "demo", false, "with -dev, run the demo job and print its result")
 	fs.StringVar(&c.DataDir, "data", "", "data directory (default ./gef-data in dev mode)")
@@ -146,6 +148,8 @@ func (c *Config) setDefaults() {
 	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
 	if c.Manager.Sessions.PublicURL == "" {
 		c.Manager.Sessions.PublicURL = c.PublicURL
+	} else {
+		c.Manager.Sessions.OwnHost = true
 	}
 }
 
@@ -169,6 +173,9 @@ func (c Config) Validate() error {
 	}
 	if c.Demo && !c.Dev {
 		errs = append(errs, errors.New("-demo needs -dev"))
+	}
+	if u, err := url.Parse(c.Manager.Sessions.PublicURL); c.Manager.Sessions.OwnHost && (err != nil || u.Host == "") {
+		errs = append(errs, fmt.Errorf("-session-url %q is not a URL", c.Manager.Sessions.PublicURL))
 	}
 	if u, err := url.Parse(c.PublicURL); err != nil || u.Host == "" {
 		errs = append(errs, fmt.Errorf("-public-url %q is not a URL", c.PublicURL))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -29,6 +30,10 @@ type SessionConfig struct {
 	// PublicURL, such as https://gef.example.org, begins session URLs.
 	// Empty: session URLs are paths, /s/….
 	PublicURL string
+	// OwnHost serves sessions only on PublicURL's host, a host name apart
+	// from the API's and the GUI's, so that a session's pages do not share
+	// their origin: requests for /s/ on other hosts are redirected there.
+	OwnHost bool
 	// DefaultIdle is the idle timeout of a session that names none. Default 1 h.
 	DefaultIdle time.Duration
 	// DefaultLifetime is the maximum lifetime of a session that names
@@ -60,6 +65,9 @@ func (c *SessionConfig) setDefaults() {
 
 func (c SessionConfig) validate() error {
 	c.setDefaults()
+	if u, err := url.Parse(c.PublicURL); c.OwnHost && (err != nil || u.Host == "") {
+		return fmt.Errorf("manager: sessions on a host of their own need a URL naming it, not %q", c.PublicURL)
+	}
 	if c.DefaultIdle < time.Second || c.DefaultLifetime < time.Second || c.MaxLifetime < c.DefaultLifetime ||
 		c.DefaultIdle > c.MaxLifetime {
 		return fmt.Errorf("manager: session defaults (idle %s, lifetime %s) must be at least 1s and within the maximum lifetime %s",
@@ -243,6 +251,19 @@ func (m *Manager) decorate(s gef.Session) gef.Session {
 // PublicURL is the manager's public URL, as sessions use it; empty if not
 // configured.
 func (m *Manager) PublicURL() string { return m.cfg.Sessions.PublicURL }
+
+// SessionHost is the host name sessions are served on when they have one of
+// their own, else empty.
+func (m *Manager) SessionHost() string {
+	if !m.cfg.Sessions.OwnHost {
+		return ""
+	}
+	u, err := url.Parse(m.cfg.Sessions.PublicURL)
+	if err != nil {
+		return ""
+	}
+	return u.Host
+}
 
 // SessionPath is where a session is served: /s/REF/, REF its id or name.
 func SessionPath(ref string) string { return "/s/" + ref + "/" }

@@ -72,6 +72,11 @@ func newProxy(s *Server) *proxy {
 func (p *proxy) serve(c *gin.Context) {
 	s, r := p.s, c.Request
 	ctx := r.Context()
+	if host := s.m.SessionHost(); host != "" && !strings.EqualFold(r.Host, host) {
+		// Sessions live on their own host, apart from the API's cookies.
+		c.Redirect(http.StatusPermanentRedirect, s.m.PublicURL()+r.URL.RequestURI())
+		return
+	}
 	ref := c.Param("ref")
 	sess, err := s.m.ResolveSession(ctx, ref)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/eudat-gef/gef"
 	"github.com/eudat-gef/gef/gef-manager/manager"
@@ -276,5 +277,38 @@ func TestSessionRefusals(t *testing.T) {
 	}
 	if !manager.MayReach(manager.Principal{}, gef.Session{Access: gef.AccessPublic}) {
 		t.Fatal("a public session is closed to anonymous callers")
+	}
+}
+
+// With a host name of their own, sessions are served only there, away
+// from the cookies of the API and the GUI.
+func TestSessionsOnTheirOwnHost(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, manager.Config{PollWait: 200 * time.Millisecond, NodeTimeout: time.Second,
+		Sessions: manager.SessionConfig{PublicURL: "https://sessions.example.org", OwnHost: true}})
+	if got := b.m.SessionHost(); got != "sessions.example.org" {
+		t.Fatalf("SessionHost = %q", got)
+	}
+	req, _ := http.NewRequest(http.MethodGet, b.url+"/s/lab/x?y=1", nil)
+	resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != "https://sessions.example.org/s/lab/x?y=1" {
+		t.Fatalf("/s/ on the API's host: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	// On the sessions' host, the proxy answers.
+	req.Host = "sessions.example.org"
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("/s/ on the sessions' host: %d, want 404 for a session that does not exist", resp.StatusCode)
+	}
+	if _, err := manager.New(manager.Config{Sessions: manager.SessionConfig{PublicURL: "not a url", OwnHost: true}}, nil, nil, nil, nil); err == nil {
+		t.Fatal("a sessions host without a URL was taken")
 	}
 }

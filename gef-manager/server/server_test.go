@@ -32,6 +32,11 @@ type bundle struct {
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
+	return setupWith(t, manager.Config{PollWait: 200 * time.Millisecond, NodeTimeout: time.Second})
+}
+
+func setupWith(t *testing.T, cfg manager.Config) *bundle {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -57,7 +62,7 @@ func setup(t *testing.T) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := manager.New(manager.Config{PollWait: 200 * time.Millisecond, NodeTimeout: time.Second}, st, objects, issuer, log)
+	m, err := manager.New(cfg, st, objects, issuer, log)
 	if err != nil {
 		t.Fatal(err)
 	}
