@@ -208,7 +208,8 @@ func TestSessionsThroughTheTunnel(t *testing.T) {
 	// One that exits as it starts says why.
 	waitFor(t, "the broken session ends", 30*time.Second, func() bool { _, ok := f.final(broken.SessionID); return ok })
 	if r, _ := f.final(broken.SessionID); r.State != gef.SessionFailed || r.ExitCode == nil || *r.ExitCode != 1 ||
-		!strings.Contains(r.Reason, "exited with code 1 before it answered on port 8080; its output ended with: websvc: listen tcp") {
+		!strings.Contains(r.Reason, "exited with code 1 before it answered on port 8080; its output ended with: ") ||
+		!strings.Contains(r.Reason, "websvc: listen tcp") {
 		t.Fatalf("broken session ended: %+v", r)
 	}
 
