@@ -69,6 +69,9 @@ func parseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.PublicURL, "public-url", "", "the URL nodes and browsers use (default http://ADDR)")
 	fs.StringVar(&c.Manager.Sessions.PublicURL, "session-url", "",
 		"a URL on a host name of its own for sessions, e.g. https://sessions.example.org (default: -public-url)")
+	fs.DurationVar(&c.Manager.Sessions.DefaultIdle, "session-idle", time.Hour, "idle timeout of a session that names none")
+	fs.DurationVar(&c.Manager.Sessions.DefaultLifetime, "session-lifetime", 24*time.Hour, "maximum lifetime of a session that names none")
+	fs.DurationVar(&c.Manager.Sessions.MaxLifetime, "session-max-lifetime", 30*24*time.Hour, "the longest lifetime a session may ask for")
 	fs.BoolVar(&c.Dev, "dev", false, "run everything in one process: SQLite, local results, an in-process node, a demo service")
 	fs.BoolVar(&c.Demo, "demo", false, "with -dev, run the demo job and print its result")
 	fs.StringVar(&c.DataDir, "data", "", "data directory (default ./gef-data in dev mode)")
