@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -170,7 +171,7 @@ func (p *proxy) caller(r *http.Request, sess gef.Session) (who manager.Principal
 	if _, tok := withoutParam(r.URL.RawQuery, manager.TokenParam); tok != "" {
 		who, err = m.AuthenticateSession(ctx, tok, sess)
 		if err != nil {
-			return who, true, errors.Join(errors.New("the link has expired or is not valid; ask for a new one"), err)
+			return who, true, fmt.Errorf("the link has expired or is not valid; ask for a new one: %w", err)
 		}
 		return who, true, nil
 	}

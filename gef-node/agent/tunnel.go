@@ -71,8 +71,11 @@ func (a *Agent) serveTunnel(ctx context.Context, conn net.Conn) error {
 	defer sess.Close()
 	a.log.Info("tunnel open")
 	go func() {
-		<-ctx.Done()
-		sess.Close()
+		select {
+		case <-ctx.Done():
+			sess.Close()
+		case <-sess.CloseChan():
+		}
 	}()
 	for {
 		st, err := sess.AcceptStream()
