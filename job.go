@@ -77,12 +77,69 @@ type Job struct {
 	Argv        []string          `json:"argv"`
 	Outputs     []OutputFile      `json:"outputs"`
 	Owner       string            `json:"owner"`
-	Attempt     int               `json:"attempt"`
+	// Readers may see the job besides its owner and the admins.
+	Readers Readers `json:"readers"`
+	Attempt int     `json:"attempt"`
 	// CancelRequested is set when a cancel reached a job that a node holds;
 	// the job turns canceled once the node has stopped its container.
 	CancelRequested bool       `json:"cancel_requested"`
 	Timestamps      Timestamps `json:"timestamps"`
+
+	// Reproducibility; see docs/reproducibility.md.
+
+	// DatasetDigests maps each dataset input to the digest of the dataset
+	// at the moment the container started (or, for a reused job, of the
+	// run it reused).
+	DatasetDigests map[string]string `json:"dataset_digests"`
+	RerunOf        *string           `json:"rerun_of"` // the job this one reran
+	ReuseOf        *string           `json:"reuse_of"` // the job whose results this one reused
+	// AcceptChangedData records that a rerun was asked to run although its
+	// data changed since the original ran.
+	AcceptChangedData bool `json:"accept_changed_data"`
+	// Verdict compares a rerun's outputs with the original's, once the
+	// rerun has ended; Differences lists what differs.
+	Verdict     *Verdict     `json:"verdict"`
+	Differences []Difference `json:"differences"`
+	Visibility  Visibility   `json:"visibility"`
+	// URL is the job's stable address, for citation.
+	URL string `json:"url,omitempty"`
 }
+
+// Verdict is the outcome of comparing a rerun's outputs with the original's.
+type Verdict string
+
+// Verdicts.
+const (
+	VerdictIdentical Verdict = "identical" // every output file has the same path, size and sha256
+	VerdictDiffers   Verdict = "differs"
+)
+
+// Difference is one output file that differs between a run and its rerun.
+// Path is the output's name, a slash, and the file's path in that output.
+type Difference struct {
+	Path   string `json:"path"`
+	Change Change `json:"change"`
+}
+
+// Change says how a file differs.
+type Change string
+
+// Changes.
+const (
+	ChangeAdded   Change = "added"   // only the rerun has it
+	ChangeRemoved Change = "removed" // only the original has it
+	ChangeChanged Change = "changed" // both have it, with other bytes
+)
+
+// Visibility says who may read a job.
+type Visibility string
+
+// Visibilities. A public job can be read by anyone, without signing in: its
+// record, provenance, citation, logs and outputs.
+const (
+	Private Visibility = "private"
+	Public  Visibility = "public"
+)
 
 // Timestamps records when a job entered each phase, so queue wait, image
 // fetch, run and staging times can be read off every job.
@@ -93,6 +150,17 @@ type Timestamps struct {
 	Running       *time.Time `json:"running,omitempty"`
 	Staging       *time.Time `json:"staging,omitempty"`
 	Finished      *time.Time `json:"finished,omitempty"`
+}
+
+// Readers names the users and groups who may read a job.
+type Readers struct {
+	Users  []string `json:"users"`
+	Groups []string `json:"groups"`
+}
+
+// Includes reports whether user, in groups, is one of the readers.
+func (r Readers) Includes(user string, groups []string) bool {
+	return DatasetAccess{Restricted: true, Users: r.Users, Groups: r.Groups}.Allows(user, groups)
 }
 
 // OutputFile is one staged result file.
@@ -115,6 +183,10 @@ type JobRequest struct {
 	Inputs  map[string]string `json:"inputs,omitempty"`
 	Dataset string            `json:"dataset,omitempty"` // shorthand for a single-input service
 	Params  map[string]any    `json:"params,omitempty"`
+	// Reuse, on by default, lets the manager answer with the results of an
+	// earlier succeeded job of the same image, parameters and data, at once
+	// and without running anything. false always runs the job.
+	Reuse *bool `json:"reuse,omitempty"`
 }
 
 // JobFilter selects jobs for a list. Empty fields match everything.

@@ -21,6 +21,7 @@ type Node struct {
 	Datasets      []string  `json:"datasets"`
 	EngineVersion string    `json:"engine_version"`
 	EngineAPI     string    `json:"engine_api_version"`
+	Runtime       string    `json:"runtime"` // the OCI runtime, e.g. "runc 1.1.5"
 	AgentVersion  string    `json:"agent_version"`
 	RegisteredAt  time.Time `json:"registered_at"`
 	LastSeen      time.Time `json:"last_seen"`
@@ -28,12 +29,64 @@ type Node struct {
 
 // Dataset is named data that one or more nodes hold on local disk.
 type Dataset struct {
-	Name        string    `json:"name"`
-	Description string    `json:"description,omitempty"`
-	Nodes       []string  `json:"nodes"`
-	Size        int64     `json:"size"`
-	Files       int64     `json:"files"`
-	CreatedAt   time.Time `json:"created_at"`
+	Name        string        `json:"name"`
+	Description string        `json:"description,omitempty"`
+	Nodes       []string      `json:"nodes"`
+	Size        int64         `json:"size"`
+	Files       int64         `json:"files"`
+	Access      DatasetAccess `json:"access"`
+	CreatedAt   time.Time     `json:"created_at"`
+	// Digests are the content digests the nodes hold now: one, unless the
+	// nodes' copies differ. See docs/reproducibility.md.
+	Digests []string `json:"digests"`
+	// Versions is every content digest the dataset was ever seen with,
+	// newest first; given for one dataset, not in lists.
+	Versions []DatasetVersion `json:"versions,omitempty"`
+}
+
+// DatasetVersion is one content of a dataset, as its digest.
+type DatasetVersion struct {
+	Digest    string    `json:"digest"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	// GoneSince is set once no node holds these bytes any more: a rerun
+	// on this version can no longer run as it did.
+	GoneSince *time.Time `json:"gone_since,omitempty"`
+}
+
+// DatasetAccess says who may run jobs on a dataset. An unrestricted dataset
+// may be used by every signed-in user; a restricted one only by the users
+// and groups listed, and by admins.
+type DatasetAccess struct {
+	Restricted bool     `json:"restricted"`
+	Users      []string `json:"users"`
+	Groups     []string `json:"groups"`
+}
+
+// Allows reports whether a user in groups may use a dataset with access a.
+func (a DatasetAccess) Allows(user string, groups []string) bool {
+	if !a.Restricted {
+		return true
+	}
+	for _, u := range a.Users {
+		if u == user {
+			return true
+		}
+	}
+	for _, g := range a.Groups {
+		for _, mine := range groups {
+			if g == mine {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Group is a named set of users, for access lists.
+type Group struct {
+	Name    string   `json:"name"`
+	Members []string `json:"members"`
 }
 
 // The node protocol: a node dials out to the manager, registers, then
@@ -47,6 +100,7 @@ type NodeRegistration struct {
 	Images        []NodeImage   `json:"images"`
 	EngineVersion string        `json:"engine_version"`
 	EngineAPI     string        `json:"engine_api_version"`
+	Runtime       string        `json:"runtime,omitempty"`
 	AgentVersion  string        `json:"agent_version"`
 }
 
@@ -55,6 +109,8 @@ type NodeDataset struct {
 	Name  string `json:"name"`
 	Size  int64  `json:"size"`
 	Files int64  `json:"files"`
+	// Digest is the dataset's content digest (docs/reproducibility.md).
+	Digest string `json:"digest,omitempty"`
 }
 
 // NodeImage is a GEF service image present on a node's engine.
@@ -104,6 +160,10 @@ type Assignment struct {
 	Outputs     []Output    `json:"outputs"`
 	Resources   Resources   `json:"resources"`
 	Network     bool        `json:"network"`
+	// DatasetDigests, when set, pins inputs to exact dataset contents: a
+	// rerun must not run on data that changed since. The node checks them
+	// before it starts the container.
+	DatasetDigests map[string]string `json:"dataset_digests,omitempty"`
 }
 
 // Mount binds a dataset read-only at Path in the container.
@@ -130,6 +190,21 @@ type JobReport struct {
 	ExitCode    *int         `json:"exit_code,omitempty"`
 	Reason      string       `json:"reason,omitempty"`
 	Outputs     []OutputFile `json:"outputs,omitempty"`
+	// DatasetDigests maps each dataset input to the digest of its dataset
+	// when the container started; sent with the running report.
+	DatasetDigests map[string]string `json:"dataset_digests,omitempty"`
+	// Limits are the limits the container ran under; sent with the running
+	// report.
+	Limits *Limits `json:"limits,omitempty"`
+}
+
+// Limits are the resource limits a container actually ran under.
+type Limits struct {
+	MemoryBytes    int64   `json:"memory_bytes"`
+	CPUs           float64 `json:"cpus"`
+	Pids           int64   `json:"pids"`
+	TimeoutSeconds int64   `json:"timeout_seconds"`
+	Network        bool    `json:"network"`
 }
 
 // UploadRequest asks for upload URLs for a job's output files.

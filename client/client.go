@@ -186,6 +186,31 @@ func (c *Client) Datasets(ctx context.Context) ([]gef.Dataset, error) {
 	return page.Items, err
 }
 
+// Dataset returns one dataset.
+func (c *Client) Dataset(ctx context.Context, name string) (gef.Dataset, error) {
+	var d gef.Dataset
+	err := c.Do(ctx, http.MethodGet, "/api/v1/datasets/"+url.PathEscape(name), nil, &d)
+	return d, err
+}
+
+// SetDatasetAccess replaces who may use a dataset (admin).
+func (c *Client) SetDatasetAccess(ctx context.Context, name string, a gef.DatasetAccess) (gef.Dataset, error) {
+	var d gef.Dataset
+	err := c.Do(ctx, http.MethodPut, "/api/v1/datasets/"+url.PathEscape(name)+"/access", a, &d)
+	return d, err
+}
+
+// CreateGroup adds a group (admin).
+func (c *Client) CreateGroup(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodPost, "/api/v1/groups", map[string]string{"name": name}, nil)
+}
+
+// SetGroupMember adds a user to a group, or removes it (admin).
+func (c *Client) SetGroupMember(ctx context.Context, group, user string, member bool) error {
+	return c.Do(ctx, http.MethodPost, "/api/v1/groups/"+url.PathEscape(group)+"/members",
+		map[string]any{"user": user, "member": member}, nil)
+}
+
 // Nodes lists the nodes.
 func (c *Client) Nodes(ctx context.Context) ([]gef.Node, error) {
 	var page gef.Page[gef.Node]
@@ -234,6 +259,13 @@ func (c *Client) Jobs(ctx context.Context, f gef.JobFilter) (gef.Page[gef.Job], 
 	var page gef.Page[gef.Job]
 	err := c.Do(ctx, http.MethodGet, "/api/v1/jobs?"+q.Encode(), nil, &page)
 	return page, err
+}
+
+// SetReaders names who may read a job besides its owner.
+func (c *Client) SetReaders(ctx context.Context, id string, r gef.Readers) (gef.Job, error) {
+	var j gef.Job
+	err := c.Do(ctx, http.MethodPut, "/api/v1/jobs/"+url.PathEscape(id)+"/readers", r, &j)
+	return j, err
 }
 
 // Cancel cancels a job.

@@ -84,11 +84,12 @@ func TestRunNextToTheData(t *testing.T) {
 		}
 	}
 
-	// The agent removed its container and the job's work directory.
-	left, err := s.rt.Containers(context.Background(), map[string]string{agent.LabelJob: j.ID})
-	if err != nil || len(left) != 0 {
-		t.Fatalf("containers left for the job: %v %v", left, err)
-	}
+	// The agent removes its container once the manager has its final
+	// report, so just after the job shows as ended.
+	eventually(t, 10*time.Second, "the job's container is removed", func() bool {
+		left, err := s.rt.Containers(context.Background(), map[string]string{agent.LabelJob: j.ID})
+		return err == nil && len(left) == 0
+	})
 }
 
 // outputs checks every output file of j in MinIO against the record and

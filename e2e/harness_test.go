@@ -155,6 +155,8 @@ func freeAddr(t *testing.T) string {
 // stack is a manager on PostgreSQL with results in MinIO.
 type stack struct {
 	t       *testing.T
+	http    *http.Client
+	tls     *tlsFiles
 	url     string
 	dir     string
 	admin   *client.Client
@@ -164,22 +166,36 @@ type stack struct {
 	rt      *docker.Runtime
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t *testing.T) *stack { return newStackOpts(t, stackOpts{}) }
+
+// stackOpts varies the manager of a stack.
+type stackOpts struct {
+	tls *tlsFiles // serve HTTPS with this certificate
+}
+
+func newStackOpts(t *testing.T, o stackOpts) *stack {
 	t.Helper()
 	rt := engine(t)
 	dsn := testenv.Postgres(t)
 	mc := testenv.MinIO(t)
 	bin := binaries(t)
-	s := &stack{t: t, dir: t.TempDir(), bucket: testenv.Bucket(), rt: rt}
+	s := &stack{t: t, dir: t.TempDir(), bucket: testenv.Bucket(), rt: rt, http: http.DefaultClient}
 	addr := freeAddr(t)
 	s.url = "http://" + addr
+	args := []string{"-addr", addr, "-data", s.dir, "-s3-endpoint", mc.Endpoint,
+		"-s3-bucket", s.bucket, "-admin-token-file", filepath.Join(s.dir, "admin.token"),
+		"-node-timeout", "6s", "-poll-wait", "2s"}
+	if o.tls != nil {
+		s.url = "https://" + addr
+		s.tls = o.tls
+		s.http = o.tls.client
+		args = append(args, "-tls-cert", o.tls.cert, "-tls-key", o.tls.key)
+	}
 	s.manager = start(t, "gef-manager", []string{
 		"GEF_DATABASE_URL=" + dsn, "GEF_S3_ACCESS_KEY=" + mc.AccessKey, "GEF_S3_SECRET_KEY=" + mc.SecretKey,
-	}, filepath.Join(bin, "gef-manager"), "-addr", addr, "-data", s.dir, "-s3-endpoint", mc.Endpoint,
-		"-s3-bucket", s.bucket, "-admin-token-file", filepath.Join(s.dir, "admin.token"),
-		"-node-timeout", "6s", "-poll-wait", "2s")
+	}, filepath.Join(bin, "gef-manager"), args...)
 	eventually(t, 30*time.Second, "the manager is ready", func() bool {
-		resp, err := http.Get(s.url + "/readyz")
+		resp, err := s.http.Get(s.url + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -191,7 +207,7 @@ func newStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.admin = client.New(s.url, strings.TrimSpace(string(tok)))
+	s.admin = client.New(s.url, strings.TrimSpace(string(tok)), client.WithHTTPClient(s.http))
 	s.s3, err = minio.New(mc.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(mc.AccessKey, mc.SecretKey, "")})
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +225,7 @@ func (s *stack) removeBucket() {
 }
 
 // node starts a gef-node process holding datasets (name → host dir), with
-// any extra flags.
+// extra flags if given.
 func (s *stack) node(name string, datasets map[string]string, extra ...string) *proc {
 	t := s.t
 	t.Helper()
@@ -229,6 +245,9 @@ func (s *stack) node(name string, datasets map[string]string, extra ...string) *
 		"-work-dir", filepath.Join(s.dir, "work-"+name), "-capacity", "4", "-memory", "256"}
 	for ds, dir := range datasets {
 		args = append(args, "-dataset", ds+"="+dir)
+	}
+	if s.tls != nil {
+		args = append(args, "-ca-file", s.tls.cert)
 	}
 	args = append(args, extra...)
 	p := start(t, "gef-node "+name, nil, filepath.Join(binaries(t), "gef-node"), args...)
@@ -311,4 +330,9 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(wait)
 	}
+}
+
+func readFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	return string(b), err
 }

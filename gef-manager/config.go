@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/eudat-gef/gef/gef-manager/auth"
 	"github.com/eudat-gef/gef/gef-manager/manager"
 )
 
@@ -55,6 +56,9 @@ type Config struct {
 	LogJSON  bool
 	// Node settings for the in-process node of dev mode.
 	NodeCapacity int
+	// OIDC enables sign-in through an OpenID Connect provider; its client
+	// secret comes from GEF_OIDC_CLIENT_SECRET (or _FILE).
+	OIDC auth.OIDCConfig
 }
 
 type multiFlag []string
@@ -89,6 +93,10 @@ func parseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log in JSON")
 	fs.IntVar(&c.NodeCapacity, "node-capacity", 0, "jobs the dev-mode node runs at once (default: CPUs)")
+	fs.StringVar(&c.OIDC.Issuer, "oidc-issuer", "", "sign in through this OpenID Connect provider (issuer URL)")
+	fs.StringVar(&c.OIDC.ClientID, "oidc-client-id", "", "GEF's client id at the OIDC provider")
+	fs.StringVar(&c.OIDC.Label, "oidc-label", "", "the provider's name on the sign-in page, e.g. B2ACCESS")
+	fs.StringVar(&c.OIDC.UsernameClaim, "oidc-username-claim", "preferred_username", "the ID token claim that names the user")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -102,6 +110,9 @@ func parseFlags(args []string) (Config, error) {
 		return c, err
 	}
 	if c.s3Secret, err = secret("GEF_S3_SECRET_KEY"); err != nil {
+		return c, err
+	}
+	if c.OIDC.ClientSecret, err = secret("GEF_OIDC_CLIENT_SECRET"); err != nil {
 		return c, err
 	}
 	c.setDefaults()
@@ -149,6 +160,10 @@ func (c *Config) setDefaults() {
 		c.PublicURL = scheme + "://" + c.Addr
 	}
 	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	if c.OIDC.Enabled() {
+		c.OIDC.RedirectURL = c.PublicURL + "/api/v1/login/oidc/callback"
+	}
+	c.Manager.PublicURL = c.PublicURL
 	if c.Manager.Sessions.PublicURL == "" {
 		c.Manager.Sessions.PublicURL = c.PublicURL
 	} else {
@@ -182,6 +197,9 @@ func (c Config) Validate() error {
 	}
 	if u, err := url.Parse(c.PublicURL); err != nil || u.Host == "" {
 		errs = append(errs, fmt.Errorf("-public-url %q is not a URL", c.PublicURL))
+	}
+	if err := c.OIDC.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.Manager.Validate(); err != nil {
 		errs = append(errs, err)

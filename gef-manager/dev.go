@@ -87,7 +87,7 @@ func startDev(ctx context.Context, cfg Config, m *manager.Manager, adminToken st
 		return nil, err
 	}
 	capacity := cfg.NodeCapacity
-	a, err := agent.New(agent.Config{Name: devNode, Datasets: []volumes.Dataset{dataset},
+	a, err := agent.New(agent.Config{Name: devNode, Manager: cfg.PublicURL, Datasets: []volumes.Dataset{dataset},
 		WorkDir: filepath.Join(cfg.DataDir, "node"), Capacity: capacity},
 		rt, client.New(cfg.PublicURL, nodeTok.Secret), log.With("component", "node"))
 	if err != nil {

@@ -81,6 +81,13 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	srv := server.New(m, log.With("component", "http"), blobs)
+	if cfg.OIDC.Enabled() {
+		o, err := auth.NewOIDC(cfg.OIDC)
+		if err != nil {
+			return err
+		}
+		srv.EnableOIDC(o)
+	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {

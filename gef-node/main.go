@@ -58,7 +58,7 @@ func (d *datasetFlags) Set(v string) error {
 func parseFlags(args []string) (Config, error) {
 	var c Config
 	var ds datasetFlags
-	var memMiB, maxMemMiB, sessionLogKiB int64
+	var memMiB, maxMemMiB, logMiB, outMiB, sessionLogKiB int64
 	fs := flag.NewFlagSet("gef-node", flag.ContinueOnError)
 	fs.StringVar(&c.ManagerURL, "manager", "", "the manager's URL, e.g. https://gef.example.org")
 	fs.StringVar(&c.TokenFile, "token-file", "", "file holding this node's API token")
@@ -73,6 +73,9 @@ func parseFlags(args []string) (Config, error) {
 	fs.Int64Var(&c.Agent.PidsLimit, "pids", 512, "container process limit")
 	fs.DurationVar(&c.Agent.DefaultTimeout, "timeout", 24*time.Hour, "default wall-time limit of a job")
 	fs.DurationVar(&c.Agent.MaxTimeout, "max-timeout", 7*24*time.Hour, "largest wall-time limit a service may ask for")
+	fs.Int64Var(&logMiB, "log-limit", 64, "output kept of one job's stdout and stderr, MiB")
+	fs.Int64Var(&outMiB, "output-limit", 10240, "most a job may write to its outputs, MiB; a job writing more is killed")
+	fs.DurationVar(&c.Agent.RescanInterval, "rescan", time.Minute, "how often to digest the datasets again, to learn of changes (negative: only at start)")
 	fs.StringVar(&c.Agent.User, "container-user", "65534:65534", "uid:gid for containers whose image would run as root")
 	fs.IntVar(&c.Agent.Sessions.Capacity, "session-capacity", 8, "long-lived service sessions run at once, besides jobs; -1 for none")
 	fs.StringVar(&c.Agent.Sessions.Network, "session-network", "gef-sessions", "internal bridge network for session containers")
@@ -89,6 +92,7 @@ func parseFlags(args []string) (Config, error) {
 	}
 	c.Agent.Datasets = ds
 	c.Agent.DefaultMemoryBytes, c.Agent.MaxMemoryBytes = memMiB<<20, maxMemMiB<<20
+	c.Agent.LogLimitBytes, c.Agent.OutputLimitBytes = logMiB<<20, outMiB<<20
 	c.Agent.Sessions.LogFileBytes = sessionLogKiB << 10
 	return c, c.Validate()
 }
@@ -157,6 +161,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	cfg.Agent.Manager = cfg.ManagerURL
 	mgr := client.New(cfg.ManagerURL, strings.TrimSpace(string(token)), client.WithHTTPClient(httpClient))
 	a, err := agent.New(cfg.Agent, rt, mgr, log)
 	if err != nil {

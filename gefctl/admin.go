@@ -78,3 +78,54 @@ func cmdToken(ctx context.Context, e *env, args []string) error {
 	}
 	return usagef("usage: gefctl token create [--user U] [--name N] [--ttl D] | gefctl token revoke ID")
 }
+
+func init() {
+	register(
+		command{"access", "DATASET [--restricted] [--user U ...] [--group G ...]", "set who may use a dataset (admin)", cmdAccess},
+		command{"group", "create NAME | add NAME USER | remove NAME USER", "manage groups (admin)", cmdGroup},
+	)
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func cmdAccess(ctx context.Context, e *env, args []string) error {
+	fs := flags("access")
+	var users, groups listFlag
+	restricted := fs.Bool("restricted", false, "only the listed users and groups (and admins) may use it")
+	fs.Var(&users, "user", "a user who may use it (repeatable)")
+	fs.Var(&groups, "group", "a group whose members may use it (repeatable)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("usage: gefctl access DATASET [--restricted] [--user U ...] [--group G ...]")
+	}
+	d, err := e.c.SetDatasetAccess(ctx, pos[0], gef.DatasetAccess{Restricted: *restricted, Users: users, Groups: groups})
+	if err != nil {
+		return err
+	}
+	if !d.Access.Restricted {
+		fmt.Fprintf(e.out, "dataset %s: every signed-in user\n", d.Name)
+	} else {
+		fmt.Fprintf(e.out, "dataset %s: users %v, groups %v, and admins\n", d.Name, d.Access.Users, d.Access.Groups)
+	}
+	return nil
+}
+
+func cmdGroup(ctx context.Context, e *env, args []string) error {
+	pos, err := parse(flags("group"), args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) == 2 && pos[0] == "create":
+		return e.c.CreateGroup(ctx, pos[1])
+	case len(pos) == 3 && (pos[0] == "add" || pos[0] == "remove"):
+		return e.c.SetGroupMember(ctx, pos[1], pos[2], pos[0] == "add")
+	}
+	return usagef("usage: gefctl group create NAME | add NAME USER | remove NAME USER")
+}

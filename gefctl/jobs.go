@@ -16,7 +16,7 @@ import (
 
 func init() {
 	register(
-		command{"run", "SERVICE [--dataset D | --input NAME=D ...] [--param K=V ...] [--version V] [--wait] [--follow]", "run a service", cmdRun},
+		command{"run", "SERVICE [--dataset D | --input NAME=D ...] [--param K=V ...] [--version V] [--no-reuse] [--wait] [--follow]", "run a service", cmdRun},
 		command{"job", "ID", "show a job", cmdJob},
 		command{"jobs", "[--state S] [--service S] [--dataset D] [--limit N] [--page TOKEN]", "list jobs, newest first", cmdJobs},
 		command{"logs", "ID [-f]", "print a job's output; -f follows it live", cmdLogs},
@@ -45,6 +45,7 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 	dataset := fs.String("dataset", "", "the dataset, for a service with one dataset input")
 	fs.Var(inputs, "input", "bind an input: NAME=DATASET (repeatable)")
 	fs.Var(params, "param", "a parameter: NAME=VALUE (repeatable)")
+	noReuse := fs.Bool("no-reuse", false, "run even if an identical earlier run could be reused")
 	wait := fs.Bool("wait", false, "wait for the job to end, showing its progress")
 	follow := fs.Bool("follow", false, "print the job's output live while waiting")
 	pos, err := parse(fs, args)
@@ -55,6 +56,9 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 		return usagef("usage: gefctl run SERVICE [--dataset D | --input NAME=D ...] [--param K=V ...] [--wait]")
 	}
 	req := gef.JobRequest{Service: pos[0], Version: *version, Dataset: *dataset}
+	if *noReuse {
+		req.Reuse = new(bool)
+	}
 	if len(inputs) > 0 {
 		req.Inputs = inputs
 	}
@@ -149,6 +153,7 @@ func printJob(e *env, j gef.Job) {
 	for _, o := range j.Outputs {
 		fmt.Fprintf(e.out, "output   %s/%s  %s  sha256:%s\n", o.Name, o.Path, humanBytes(o.Size), o.SHA256)
 	}
+	printRepro(e, j)
 }
 
 func first(ts ...*time.Time) *time.Time {

@@ -44,11 +44,6 @@ func cmdSession(ctx context.Context, e *env, args []string) error {
 	return sub(ctx, e, args[1:])
 }
 
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
 func cmdSessionStart(ctx context.Context, e *env, args []string) error {
 	fs := flags("session start")
 	inputs, params := kvFlags{}, kvFlags{}

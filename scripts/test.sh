@@ -20,3 +20,15 @@ go vet ./...
 
 echo "test.sh: go test -race -count=1 -timeout 60m ./... $*" >&2
 go test -race -count=1 -timeout 60m ./... "$@"
+
+# Every fuzz target runs briefly in CI (or when GEF_FUZZ is set), on top of
+# its seed corpus, which the run above already checked.
+if [ -n "${CI:-}" ] || [ -n "${GEF_FUZZ:-}" ]; then
+	fuzztime=${GEF_FUZZTIME:-10s}
+	grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u | while read -r dir; do
+		for target in $(grep -h '^func Fuzz' "$dir"/*_test.go | sed -E 's/^func (Fuzz[A-Za-z0-9_]*).*/\1/'); do
+			echo "test.sh: fuzz $dir $target for $fuzztime" >&2
+			go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" "$dir"
+		done
+	done
+fi

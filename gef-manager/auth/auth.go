@@ -6,6 +6,7 @@ package auth
 
 import (
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -234,4 +235,14 @@ func (i *Issuer) keyFor(t *jwt.Token) (any, error) {
 func HashToken(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:])
+}
+
+// MAC authenticates data with a key derived from the signing key, so every
+// manager replica sharing the key can check it. It protects short-lived
+// browser state such as sign-in redirects and CSRF tokens.
+func (i *Issuer) MAC(purpose string, data []byte) []byte {
+	seed := sha256.Sum256(append([]byte("gef-mac:"+purpose+":"), i.keys[0].Private.Seed()...))
+	m := hmac.New(sha256.New, seed[:])
+	m.Write(data)
+	return m.Sum(nil)
 }

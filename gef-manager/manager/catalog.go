@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -107,6 +108,9 @@ func (m *Manager) PublishImage(ctx context.Context, p Principal, img gef.NodeIma
 		return gef.Service{}, false, gef.Invalid("entrypoint", "the image sets neither ENTRYPOINT nor CMD, so there is nothing to run")
 	}
 	svc.Publisher, svc.CreatedAt = p.Name, m.now().UTC()
+	if err := m.mayMaintain(ctx, p, svc.Name); err != nil {
+		return gef.Service{}, false, err
+	}
 	stored, created, err := m.store.PublishService(ctx, *svc)
 	if err != nil {
 		return gef.Service{}, false, err
@@ -122,10 +126,31 @@ func (m *Manager) DeprecateService(ctx context.Context, p Principal, name, versi
 	if err := requireRole(p, gef.RoleAdmin, gef.RoleMaintainer); err != nil {
 		return gef.Service{}, err
 	}
+	if err := m.mayMaintain(ctx, p, name); err != nil {
+		return gef.Service{}, err
+	}
 	if err := m.store.DeprecateService(ctx, name, version, deprecated); err != nil {
 		return gef.Service{}, err
 	}
 	return m.store.Service(ctx, name, version)
+}
+
+// mayMaintain checks that p may publish or deprecate versions of the named
+// service: a maintainer looks after the services they first published.
+func (m *Manager) mayMaintain(ctx context.Context, p Principal, name string) error {
+	if p.Is(gef.RoleAdmin) {
+		return nil
+	}
+	existing, err := m.store.Services(ctx, name)
+	if err != nil {
+		return err
+	}
+	for _, s := range existing {
+		if s.Publisher != p.Name {
+			return fmt.Errorf("service %q is maintained by %s: %w", name, s.Publisher, gef.ErrForbidden)
+		}
+	}
+	return nil
 }
 
 func validImageID(s string) bool {
@@ -141,20 +166,43 @@ func validImageID(s string) bool {
 	return true
 }
 
-// Datasets lists the datasets the nodes hold.
+// Datasets lists the datasets the caller may use.
 func (m *Manager) Datasets(ctx context.Context, p Principal) ([]gef.Dataset, error) {
 	if p.Anonymous() {
 		return nil, fmt.Errorf("sign in first: %w", gef.ErrUnauthorized)
 	}
-	return m.store.Datasets(ctx)
+	all, err := m.store.Datasets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]gef.Dataset, 0, len(all))
+	for _, d := range all {
+		ok, err := m.mayUse(ctx, p, d)
+		if err != nil {
+			return nil, err
+		}
+		if ok || p.Is(gef.RoleNode) && slices.Contains(d.Nodes, p.Name) {
+			out = append(out, d)
+		}
+	}
+	return out, nil
 }
 
-// Dataset returns one dataset.
+// Dataset returns one dataset the caller may use; others are not found.
 func (m *Manager) Dataset(ctx context.Context, p Principal, name string) (gef.Dataset, error) {
 	if p.Anonymous() {
 		return gef.Dataset{}, fmt.Errorf("sign in first: %w", gef.ErrUnauthorized)
 	}
-	return m.store.Dataset(ctx, name)
+	d, err := m.store.Dataset(ctx, name)
+	if err != nil {
+		return gef.Dataset{}, err
+	}
+	if ok, err := m.mayUse(ctx, p, d); err != nil {
+		return gef.Dataset{}, err
+	} else if !ok {
+		return gef.Dataset{}, fmt.Errorf("dataset %q: %w", name, gef.ErrNotFound)
+	}
+	return d, nil
 }
 
 // Nodes lists the nodes.

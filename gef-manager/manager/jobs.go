@@ -37,7 +37,7 @@ func (m *Manager) Submit(ctx context.Context, p Principal, req gef.JobRequest) (
 }
 
 func (m *Manager) submit(ctx context.Context, p Principal, svc gef.Service, req gef.JobRequest) (gef.Job, error) {
-	bindings, files, err := m.bindInputs(ctx, svc, req)
+	bindings, files, err := m.bindInputs(ctx, p, svc, req)
 	if err != nil {
 		return gef.Job{}, err
 	}
@@ -69,6 +69,11 @@ func (m *Manager) submit(ctx context.Context, p Principal, svc gef.Service, req 
 	for _, in := range svc.DatasetInputs() {
 		spec.Mounts = append(spec.Mounts, gef.Mount{Input: in.Name, Dataset: bindings[in.Name], Path: in.Path})
 	}
+	if req.Reuse == nil || *req.Reuse {
+		if j, ok, err := m.reuse(ctx, p, svc, params, bindings, files, argv, spec); err != nil || ok {
+			return j, err
+		}
+	}
 	if err := m.store.CreateJob(ctx, job, spec); err != nil {
 		return gef.Job{}, err
 	}
@@ -77,11 +82,13 @@ func (m *Manager) submit(ctx context.Context, p Principal, svc gef.Service, req 
 	if len(datasets) == 0 {
 		m.hub.wakeAll()
 	}
+	job.DatasetDigests, job.Differences, job.Visibility = map[string]string{}, []gef.Difference{}, gef.Private
+	m.decorate(&job)
 	return job, nil
 }
 
 // bindInputs maps the request's inputs onto the service's declared ones.
-func (m *Manager) bindInputs(ctx context.Context, svc gef.Service, req gef.JobRequest) (map[string]string, []gef.InputFile, error) {
+func (m *Manager) bindInputs(ctx context.Context, p Principal, svc gef.Service, req gef.JobRequest) (map[string]string, []gef.InputFile, error) {
 	given := req.Inputs
 	if req.Dataset != "" {
 		dsInputs := svc.DatasetInputs()
@@ -116,7 +123,8 @@ func (m *Manager) bindInputs(ctx context.Context, svc gef.Service, req gef.JobRe
 			files = append(files, gef.InputFile{Input: in.Name, Path: strings.TrimSuffix(in.Path, "/") + "/" + in.Filename, Content: v})
 			continue
 		}
-		if _, err := m.store.Dataset(ctx, v); errors.Is(err, gef.ErrNotFound) {
+		// A dataset the caller may not use is as unknown as a missing one.
+		if _, err := m.Dataset(ctx, p, v); errors.Is(err, gef.ErrNotFound) {
 			return nil, nil, gef.Invalid("inputs."+in.Name, "dataset %q is not known", v)
 		} else if err != nil {
 			return nil, nil, err
@@ -126,12 +134,10 @@ func (m *Manager) bindInputs(ctx context.Context, svc gef.Service, req gef.JobRe
 	return bindings, files, nil
 }
 
-// Job returns a job its caller may see. A job the caller may not see is
-// not found, so ids do not leak.
+// Job returns a job its caller may see: their own, any for an admin, and
+// a public one for anyone, signed in or not. A job the caller may not see
+// is not found, so ids do not leak.
 func (m *Manager) Job(ctx context.Context, p Principal, id string) (gef.Job, error) {
-	if p.Anonymous() {
-		return gef.Job{}, fmt.Errorf("sign in first: %w", gef.ErrUnauthorized)
-	}
 	if !gef.ValidID(id) {
 		return gef.Job{}, gef.Invalid("id", "%q is not a job id", id)
 	}
@@ -139,13 +145,59 @@ func (m *Manager) Job(ctx context.Context, p Principal, id string) (gef.Job, err
 	if err != nil {
 		return gef.Job{}, err
 	}
-	if !canSee(p, j) {
+	ok, err := m.canSee(ctx, p, j)
+	if err != nil {
+		return gef.Job{}, err
+	}
+	if !ok {
 		return gef.Job{}, fmt.Errorf("job %s: %w", id, gef.ErrNotFound)
 	}
+	m.decorate(&j)
 	return j, nil
 }
 
-func canSee(p Principal, j gef.Job) bool {
+// canSee reports whether p may read j: its owner, its named readers and
+// the admins may.
+func (m *Manager) canSee(ctx context.Context, p Principal, j gef.Job) (bool, error) {
+	switch {
+	case p.Is(gef.RoleAdmin), j.Visibility == gef.Public:
+		return true, nil
+	case p.Anonymous() || p.Is(gef.RoleNode):
+		return false, nil
+	case j.Owner == p.Name:
+		return true, nil
+	case len(j.Readers.Users)+len(j.Readers.Groups) == 0:
+		return false, nil
+	}
+	groups, err := m.store.UserGroups(ctx, p.Name)
+	if err != nil {
+		return false, err
+	}
+	return j.Readers.Includes(p.Name, groups), nil
+}
+
+// SetReaders names who may read a job besides its owner (owner or admin).
+func (m *Manager) SetReaders(ctx context.Context, p Principal, id string, r gef.Readers) (gef.Job, error) {
+	j, err := m.Job(ctx, p, id)
+	if err != nil {
+		return gef.Job{}, err
+	}
+	if err := mayChange(p, j); err != nil {
+		return gef.Job{}, err
+	}
+	for _, n := range append(append([]string{}, r.Users...), r.Groups...) {
+		if !validName(n) {
+			return gef.Job{}, gef.Invalid("readers", "%q is not a user or group name", n)
+		}
+	}
+	if err := m.store.SetReaders(ctx, id, r); err != nil {
+		return gef.Job{}, err
+	}
+	return m.store.Job(ctx, id)
+}
+
+// canChange reports whether p may act on j: its owner or an admin.
+func canChange(p Principal, j gef.Job) bool {
 	return p.Is(gef.RoleAdmin) || (!p.Anonymous() && j.Owner == p.Name)
 }
 
@@ -169,7 +221,11 @@ func (m *Manager) Jobs(ctx context.Context, p Principal, f gef.JobFilter) (gef.P
 		}
 		f.Owner = p.Name
 	}
-	return m.store.Jobs(ctx, f)
+	page, err := m.store.Jobs(ctx, f)
+	for i := range page.Items {
+		m.decorate(&page.Items[i])
+	}
+	return page, err
 }
 
 // Cancel stops a job. A queued job ends at once; a running one ends when its
@@ -177,6 +233,9 @@ func (m *Manager) Jobs(ctx context.Context, p Principal, f gef.JobFilter) (gef.P
 func (m *Manager) Cancel(ctx context.Context, p Principal, id string) (gef.Job, error) {
 	j, err := m.Job(ctx, p, id)
 	if err != nil {
+		return gef.Job{}, err
+	}
+	if err := mayChange(p, j); err != nil {
 		return gef.Job{}, err
 	}
 	j, err = m.store.CancelJob(ctx, j.ID, "canceled by "+p.Name, m.now().UTC())
@@ -195,5 +254,6 @@ func (m *Manager) Cancel(ctx context.Context, p Principal, id string) (gef.Job, 
 func (m *Manager) finished(j gef.Job) {
 	m.metrics.finished.WithLabelValues(string(j.State)).Inc()
 	m.logs.end(j.ID)
+	m.sealSoon(j)
 	m.log.Info("job finished", "job", j.ID, "state", j.State, "service", j.Service, "node", j.Node, "reason", j.Reason)
 }

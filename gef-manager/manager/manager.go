@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/eudat-gef/gef"
@@ -30,6 +31,9 @@ type Config struct {
 	LogTailBytes int
 	// SessionTTL is the lifetime of browser session tokens. Default 12 h.
 	SessionTTL time.Duration
+	// PublicURL is the manager's address as users reach it, e.g.
+	// https://gef.example.org; jobs are cited at PublicURL/jobs/ID.
+	PublicURL string
 	// Sessions tunes service sessions.
 	Sessions SessionConfig
 }
@@ -87,8 +91,9 @@ func New(cfg Config, st *store.Store, objects gef.ObjectStore, issuer *auth.Issu
 		return nil, err
 	}
 	cfg.setDefaults()
+	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
 	m := &Manager{
-		cfg: cfg, store: st, objects: objects, issuer: issuer, log: log,
+		cfg: cfg, store: st, objects: retain(objects, st), issuer: issuer, log: log,
 		hub: newHub(), logs: newLiveLogs(cfg.LogTailBytes), metrics: newMetrics(), now: time.Now,
 		tunnels: newTunnels(),
 	}

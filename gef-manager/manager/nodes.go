@@ -35,6 +35,9 @@ func (m *Manager) RegisterNode(ctx context.Context, p Principal, reg gef.NodeReg
 	}
 	seen := map[string]bool{}
 	for _, d := range reg.Datasets {
+		if err := checkDatasetDigest(d); err != nil {
+			return err
+		}
 		if !validName(d.Name) {
 			return gef.Invalid("datasets", "dataset name %q must be 1-64 letters, digits, '.', '_' or '-'", d.Name)
 		}
@@ -169,6 +172,9 @@ func (m *Manager) pollOnce(ctx context.Context, node string, req gef.PollRequest
 	if err != nil {
 		return resp, err
 	}
+	if jobs, err = m.withdrawn(ctx, node, jobs, now); err != nil {
+		return resp, err
+	}
 	for _, a := range jobs {
 		if j, err := m.store.Job(ctx, a.JobID); err == nil {
 			m.metrics.dispatch.Observe(now.Sub(j.Timestamps.Queued).Seconds())
@@ -195,13 +201,23 @@ func (m *Manager) Report(ctx context.Context, p Principal, id string, r gef.JobR
 		r.At = m.now()
 	}
 	r.At = r.At.UTC()
+	if err := checkReproReport(r); err != nil {
+		return gef.Job{}, err
+	}
 	if len(r.Outputs) > 0 {
 		if err := m.verifyOutputs(ctx, id, r.Outputs); err != nil {
 			return gef.Job{}, err
 		}
 	}
-	j, applied, err := m.store.ReportJob(ctx, p.Name, id, r)
+	verdict, err := m.verdictFor(ctx, id, r)
 	if err != nil {
+		return gef.Job{}, err
+	}
+	j, applied, err := m.store.ReportJobWith(ctx, p.Name, id, r, verdict)
+	if err != nil {
+		return gef.Job{}, err
+	}
+	if j, err = m.afterReport(ctx, p.Name, j, r, applied); err != nil {
 		return gef.Job{}, err
 	}
 	if applied && j.State.Final() {

@@ -15,9 +15,14 @@ func (m *Manager) Output(ctx context.Context, p Principal, id, name, path string
 	if err != nil {
 		return nil, gef.OutputFile{}, err
 	}
+	// A job that reused another's results serves that job's objects.
+	from := j.ID
+	if j.ReuseOf != nil {
+		from = *j.ReuseOf
+	}
 	for _, o := range j.Outputs {
 		if o.Name == name && o.Path == path {
-			rc, _, err := m.objects.Get(ctx, gef.OutputKey(id, name, path))
+			rc, _, err := m.objects.Get(ctx, gef.OutputKey(from, name, path))
 			if err != nil {
 				return nil, gef.OutputFile{}, fmt.Errorf("manager: output %s/%s of job %s: %w", name, path, id, err)
 			}

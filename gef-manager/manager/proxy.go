@@ -37,7 +37,7 @@ func (m *Manager) ResolveSession(ctx context.Context, ref string) (gef.Session, 
 	if err != nil {
 		return gef.Session{}, err
 	}
-	return m.decorate(s), nil
+	return m.decorateSession(s), nil
 }
 
 // MayReach reports whether p may reach s through its URL: anyone if it is
@@ -133,7 +133,7 @@ func (m *Manager) SessionLink(ctx context.Context, p Principal, id string) (Sess
 	if !MayReach(p, s) {
 		return SessionLink{}, fmt.Errorf("%s may not reach session %s: %w", p.Name, id, gef.ErrForbidden)
 	}
-	s = m.decorate(s)
+	s = m.decorateSession(s)
 	scope := "session:" + s.ID
 	if s.Name != "" {
 		scope = "name:" + s.Name

@@ -129,7 +129,7 @@ func (m *Manager) StartSession(ctx context.Context, p Principal, req gef.Session
 		return gef.Session{}, gef.Invalid("service", "%s %s is not a long-lived HTTP service: its image has no %shttp.port label",
 			svc.Name, svc.Version, services.LabelPrefix)
 	}
-	bindings, files, err := m.bindInputs(ctx, svc, req.JobRequest)
+	bindings, files, err := m.bindInputs(ctx, p, svc, req.JobRequest)
 	if err != nil {
 		return gef.Session{}, err
 	}
@@ -173,7 +173,7 @@ func (m *Manager) StartSession(ctx context.Context, p Principal, req gef.Session
 	if len(datasets) == 0 {
 		m.hub.wakeAll()
 	}
-	return m.decorate(s), nil
+	return m.decorateSession(s), nil
 }
 
 // sessionOptions checks a request's session options and returns a session
@@ -238,8 +238,8 @@ func (m *Manager) sessionOptions(ctx context.Context, p Principal, req gef.Sessi
 	return s, nil
 }
 
-// decorate fills in what is derived rather than stored: the session's URL.
-func (m *Manager) decorate(s gef.Session) gef.Session {
+// decorateSession fills in what is derived rather than stored: the session's URL.
+func (m *Manager) decorateSession(s gef.Session) gef.Session {
 	ref := s.ID
 	if s.Name != "" {
 		ref = s.Name
@@ -284,7 +284,7 @@ func (m *Manager) Session(ctx context.Context, p Principal, id string) (gef.Sess
 	if !p.Is(gef.RoleAdmin) && s.Owner != p.Name {
 		return gef.Session{}, fmt.Errorf("session %s: %w", id, gef.ErrNotFound)
 	}
-	return m.decorate(s), nil
+	return m.decorateSession(s), nil
 }
 
 // Sessions lists the sessions the caller may see, newest first.
@@ -309,7 +309,7 @@ func (m *Manager) Sessions(ctx context.Context, p Principal, f gef.SessionFilter
 	}
 	page, err := m.store.Sessions(ctx, f)
 	for i := range page.Items {
-		page.Items[i] = m.decorate(page.Items[i])
+		page.Items[i] = m.decorateSession(page.Items[i])
 	}
 	return page, err
 }
@@ -330,7 +330,7 @@ func (m *Manager) StopSession(ctx context.Context, p Principal, id string) (gef.
 	} else if s.Node != "" {
 		m.hub.wake(s.Node)
 	}
-	return m.decorate(s), nil
+	return m.decorateSession(s), nil
 }
 
 // ReportSession applies a node's report on one of its sessions.
@@ -359,7 +359,7 @@ func (m *Manager) ReportSession(ctx context.Context, p Principal, id string, r g
 			m.log.Info("session running", "session", s.ID, "name", s.Name, "node", s.Node)
 		}
 	}
-	return m.decorate(s), nil
+	return m.decorateSession(s), nil
 }
 
 func (m *Manager) sessionEnded(s gef.Session) {

@@ -132,3 +132,17 @@ func (s *Server) setNodeState(c *gin.Context) {
 	}
 	c.JSON(http.StatusOK, n)
 }
+
+func (s *Server) setDatasetAccess(c *gin.Context) {
+	var a gef.DatasetAccess
+	if err := decode(c, &a); err != nil {
+		s.fail(c, err)
+		return
+	}
+	d, err := s.m.SetDatasetAccess(c.Request.Context(), principal(c), c.Param("name"), a)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, d)
+}

@@ -156,3 +156,17 @@ func (s *Server) jobOutput(c *gin.Context) {
 		s.log.Warn("serving output", "job", c.Param("id"), "err", err)
 	}
 }
+
+func (s *Server) setReaders(c *gin.Context) {
+	var r gef.Readers
+	if err := decode(c, &r); err != nil {
+		s.fail(c, err)
+		return
+	}
+	j, err := s.m.SetReaders(c.Request.Context(), principal(c), c.Param("id"), r)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, j)
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/eudat-gef/gef/api"
+	"github.com/eudat-gef/gef/gef-manager/auth"
 	"github.com/eudat-gef/gef/gef-manager/manager"
 )
 
@@ -26,6 +27,7 @@ type Server struct {
 	log        *slog.Logger
 	engine     *gin.Engine
 	loginLimit *limiter
+	oidc       *auth.OIDC
 	proxy      *proxy
 }
 
@@ -58,6 +60,7 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 
 	v1.GET("/datasets", s.listDatasets)
 	v1.GET("/datasets/:name", s.getDataset)
+	v1.PUT("/datasets/:name/access", s.setDatasetAccess)
 	v1.GET("/nodes", s.listNodes)
 	v1.GET("/nodes/:name", s.getNode)
 	v1.POST("/nodes/:name/state", s.setNodeState)
@@ -66,13 +69,18 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 	v1.POST("/jobs", s.createJob)
 	v1.GET("/jobs/:id", s.getJob)
 	v1.POST("/jobs/:id/cancel", s.cancelJob)
+	v1.PUT("/jobs/:id/readers", s.setReaders)
 	v1.GET("/jobs/:id/logs", s.jobLogs)
 	v1.GET("/jobs/:id/outputs/:name/*path", s.jobOutput)
+	s.routeRepro(v1)
 
 	v1.POST("/login", s.login)
 	v1.POST("/password", s.setPassword)
 	v1.GET("/users", s.listUsers)
 	v1.POST("/users", s.createUser)
+	v1.GET("/groups", s.listGroups)
+	v1.POST("/groups", s.createGroup)
+	v1.POST("/groups/:name/members", s.setGroupMember)
 	v1.GET("/tokens", s.listTokens)
 	v1.POST("/tokens", s.createToken)
 	v1.DELETE("/tokens/:id", s.revokeToken)

@@ -28,14 +28,15 @@ type bundle struct {
 	url   string
 	admin *client.Client
 	m     *manager.Manager
+	srv   *Server
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t testing.TB) *bundle {
 	t.Helper()
 	return setupWith(t, manager.Config{PollWait: 200 * time.Millisecond, NodeTimeout: time.Second})
 }
 
-func setupWith(t *testing.T, cfg manager.Config) *bundle {
+func setupWith(t testing.TB, cfg manager.Config) *bundle {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -67,12 +68,13 @@ func setupWith(t *testing.T, cfg manager.Config) *bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Shutdown)
-	h.Handle("/", New(m, log, objects.Handler()))
+	srv := New(m, log, objects.Handler())
+	h.Handle("/", srv)
 	tok, err := m.Bootstrap(ctx, "admin", gef.RoleAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &bundle{url: ts.URL, admin: client.New(ts.URL, tok.Secret), m: m}
+	return &bundle{url: ts.URL, admin: client.New(ts.URL, tok.Secret), m: m, srv: srv}
 }
 
 // raw sends a request and returns the status and decoded error, if any.
@@ -200,7 +202,7 @@ func TestHealthAndSpec(t *testing.T) {
 	}
 }
 
-func adminToken(t *testing.T, b *bundle) string {
+func adminToken(t testing.TB, b *bundle) string {
 	t.Helper()
 	tok, err := b.admin.CreateToken(context.Background(), "", "test", time.Hour)
 	if err != nil {

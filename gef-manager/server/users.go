@@ -113,3 +113,44 @@ func (s *Server) setPassword(c *gin.Context) {
 	}
 	c.Status(http.StatusNoContent)
 }
+
+func (s *Server) listGroups(c *gin.Context) {
+	list, err := s.m.Groups(c.Request.Context(), principal(c))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, items(list))
+}
+
+func (s *Server) createGroup(c *gin.Context) {
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := decode(c, &req); err != nil {
+		s.fail(c, err)
+		return
+	}
+	if err := s.m.CreateGroup(c.Request.Context(), principal(c), req.Name); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, gef.Group{Name: req.Name, Members: []string{}})
+}
+
+func (s *Server) setGroupMember(c *gin.Context) {
+	var req struct {
+		User   string `json:"user"`
+		Member *bool  `json:"member"`
+	}
+	if err := decode(c, &req); err != nil {
+		s.fail(c, err)
+		return
+	}
+	member := req.Member == nil || *req.Member
+	if err := s.m.SetGroupMember(c.Request.Context(), principal(c), c.Param("name"), req.User, member); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}

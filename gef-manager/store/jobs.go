@@ -40,6 +40,7 @@ func (r *jobRow) job() (gef.Job, error) {
 		ID: r.ID, State: gef.JobState(r.State), Reason: r.Reason, Service: r.Service, Version: r.Version,
 		ImageDigest: r.ImageDigest, Node: r.Node.String, Owner: r.Owner, Attempt: r.Attempt,
 		CancelRequested: r.CancelRequested, Inputs: map[string]string{}, Outputs: []gef.OutputFile{},
+		Readers: gef.Readers{Users: []string{}, Groups: []string{}},
 		Timestamps: gef.Timestamps{
 			Queued: fromMicros(r.QueuedAt), Assigned: optTime(r.AssignedAt), FetchingImage: optTime(r.FetchingAt),
 			Running: optTime(r.RunningAt), Staging: optTime(r.StagingAt), Finished: optTime(r.FinishedAt),
@@ -60,6 +61,12 @@ func (r *jobRow) job() (gef.Job, error) {
 
 // CreateJob stores a queued job with the assignment a node will be given.
 func (s *Store) CreateJob(ctx context.Context, j gef.Job, spec gef.Assignment) error {
+	return s.CreateJobWith(ctx, j, spec, JobExtra{})
+}
+
+// CreateJobWith stores a job as CreateJob does, with its reproducibility
+// record (rerun and reuse links, pinned digests) in the same transaction.
+func (s *Store) CreateJobWith(ctx context.Context, j gef.Job, spec gef.Assignment, extra JobExtra) error {
 	params, err := json.Marshal(nonNilMap(j.Params))
 	if err != nil {
 		return fmt.Errorf("store: job params: %w", err)
@@ -84,7 +91,7 @@ func (s *Store) CreateJob(ctx context.Context, j gef.Job, spec gef.Assignment) e
 				return fmt.Errorf("store: job input %q: %w", input, classify(err))
 			}
 		}
-		return nil
+		return s.createRepro(ctx, tx, j, spec, extra)
 	})
 }
 
@@ -208,7 +215,52 @@ func (s *Store) withDetails(ctx context.Context, rows []jobRow) ([]gef.Job, erro
 		j := byID[o.JobID]
 		j.Outputs = append(j.Outputs, o.OutputFile)
 	}
+	var readers []struct {
+		JobID string `db:"job_id"`
+		Kind  string `db:"kind"`
+		Name  string `db:"name"`
+	}
+	q, args, err = sqlx.In(`SELECT job_id, kind, name FROM job_readers WHERE job_id IN (?) ORDER BY job_id, kind, name`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("store: job readers: %w", err)
+	}
+	if err := s.db.SelectContext(ctx, &readers, s.q(q), args...); err != nil {
+		return nil, fmt.Errorf("store: job readers: %w", classify(err))
+	}
+	for _, r := range readers {
+		j := byID[r.JobID]
+		if r.Kind == "group" {
+			j.Readers.Groups = append(j.Readers.Groups, r.Name)
+		} else {
+			j.Readers.Users = append(j.Readers.Users, r.Name)
+		}
+	}
+	if err := s.loadRepro(ctx, byID, ids); err != nil {
+		return nil, err
+	}
 	return jobs, nil
+}
+
+// SetReaders replaces a job's named readers.
+func (s *Store) SetReaders(ctx context.Context, id string, r gef.Readers) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM job_readers WHERE job_id = ?`), id); err != nil {
+			return fmt.Errorf("store: job readers: %w", classify(err))
+		}
+		add := func(kind string, names []string) error {
+			for _, n := range names {
+				if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO job_readers (job_id, kind, name) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`),
+					id, kind, n); err != nil {
+					return fmt.Errorf("store: job readers: %w", classify(err))
+				}
+			}
+			return nil
+		}
+		if err := add("user", r.Users); err != nil {
+			return err
+		}
+		return add("group", r.Groups)
+	})
 }
 
 // ClaimJobs assigns up to n queued jobs to node, oldest first, in one
@@ -230,7 +282,8 @@ func (s *Store) ClaimJobs(ctx context.Context, node string, n int, at time.Time)
 			WHERE j.state = 'queued'
 			AND EXISTS (SELECT 1 FROM nodes n WHERE n.name = ? AND n.state = 'ready')
 			AND NOT EXISTS (SELECT 1 FROM job_inputs ji WHERE ji.job_id = j.id
-				AND NOT EXISTS (SELECT 1 FROM node_datasets nd WHERE nd.node = ? AND nd.dataset = ji.dataset))
+				AND NOT EXISTS (SELECT 1 FROM node_datasets nd WHERE nd.node = ? AND nd.dataset = ji.dataset
+					AND (ji.pinned = '' OR nd.digest = ji.pinned)))
 			ORDER BY j.id LIMIT ?` + lock + `)
 		UPDATE jobs SET state = 'assigned', node = ?, assigned_at = ?, attempt = attempt + 1
 		FROM picked WHERE jobs.id = picked.id AND jobs.state = 'queued'
@@ -304,6 +357,13 @@ var stateColumn = map[gef.JobState]string{
 // and returns applied false. A report from a node or attempt that no longer
 // holds the job is a gef.ErrConflict.
 func (s *Store) ReportJob(ctx context.Context, node, id string, r gef.JobReport) (job gef.Job, applied bool, err error) {
+	return s.ReportJobWith(ctx, node, id, r, ReportExtra{})
+}
+
+// ReportJobWith applies a report as ReportJob does, and with it, in the
+// same transaction, what the manager decided of a job that ends (a rerun's
+// verdict), so that no reader sees the job final without it.
+func (s *Store) ReportJobWith(ctx context.Context, node, id string, r gef.JobReport, extra ReportExtra) (job gef.Job, applied bool, err error) {
 	col, ok := stateColumn[r.State]
 	if !ok {
 		return gef.Job{}, false, gef.Invalid("state", "cannot report state %q", r.State)
@@ -345,7 +405,7 @@ func (s *Store) ReportJob(ctx context.Context, node, id string, r gef.JobReport)
 			}
 		}
 		applied = true
-		return nil
+		return s.applyReportExtra(ctx, tx, id, r, extra)
 	})
 	if err != nil {
 		return gef.Job{}, false, err
@@ -409,12 +469,21 @@ func (s *Store) Assignment(ctx context.Context, id string) (gef.Assignment, erro
 // EndLostJobs ends, as system errors, those of ids that node still holds in
 // a non-final state, and returns the ids it ended.
 func (s *Store) EndLostJobs(ctx context.Context, node string, ids []string, reason string, at time.Time) ([]string, error) {
+	return s.EndJobs(ctx, node, ids, gef.JobSystemError, reason, at)
+}
+
+// EndJobs moves those of ids that node still holds in a non-final state to
+// the final state, and returns the ids it ended.
+func (s *Store) EndJobs(ctx context.Context, node string, ids []string, state gef.JobState, reason string, at time.Time) ([]string, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	q, args, err := sqlx.In(`UPDATE jobs SET state = 'system_error', reason = ?, finished_at = ?
+	if !state.Final() {
+		return nil, fmt.Errorf("store: end jobs: %s is not a final state", state)
+	}
+	q, args, err := sqlx.In(`UPDATE jobs SET state = ?, reason = ?, finished_at = ?
 		WHERE node = ? AND id IN (?) AND state IN ('assigned', 'fetching_image', 'running', 'staging') RETURNING id`,
-		reason, micros(at), node, ids)
+		string(state), reason, micros(at), node, ids)
 	if err != nil {
 		return nil, fmt.Errorf("store: end lost jobs: %w", err)
 	}

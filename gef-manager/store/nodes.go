@@ -17,12 +17,12 @@ import (
 // down is ready again.
 func (s *Store) RegisterNode(ctx context.Context, reg gef.NodeRegistration, at time.Time) error {
 	return s.tx(ctx, func(tx *sqlx.Tx) error {
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO nodes (name, state, capacity, engine_version, engine_api, agent_version, registered_at, last_seen)
-			VALUES (?, 'ready', ?, ?, ?, ?, ?, ?)
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO nodes (name, state, capacity, engine_version, engine_api, runtime, agent_version, registered_at, last_seen)
+			VALUES (?, 'ready', ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET capacity = excluded.capacity, engine_version = excluded.engine_version,
-				engine_api = excluded.engine_api, agent_version = excluded.agent_version, last_seen = excluded.last_seen,
+				engine_api = excluded.engine_api, runtime = excluded.runtime, agent_version = excluded.agent_version, last_seen = excluded.last_seen,
 				state = CASE WHEN nodes.state = 'draining' THEN 'draining' ELSE 'ready' END`),
-			reg.Name, reg.Capacity, reg.EngineVersion, reg.EngineAPI, reg.AgentVersion, micros(at), micros(at))
+			reg.Name, reg.Capacity, reg.EngineVersion, reg.EngineAPI, reg.Runtime, reg.AgentVersion, micros(at), micros(at))
 		if err != nil {
 			return fmt.Errorf("store: register node %q: %w", reg.Name, classify(err))
 		}
@@ -34,10 +34,13 @@ func (s *Store) RegisterNode(ctx context.Context, reg gef.NodeRegistration, at t
 				d.Name, micros(at)); err != nil {
 				return fmt.Errorf("store: register dataset %q: %w", d.Name, classify(err))
 			}
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO node_datasets (node, dataset, size, files) VALUES (?, ?, ?, ?)`),
-				reg.Name, d.Name, d.Size, d.Files); err != nil {
+			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO node_datasets (node, dataset, size, files, digest) VALUES (?, ?, ?, ?, ?)`),
+				reg.Name, d.Name, d.Size, d.Files, d.Digest); err != nil {
 				return fmt.Errorf("store: register node dataset %q: %w", d.Name, classify(err))
 			}
+		}
+		if err := s.recordVersions(ctx, tx, reg.Datasets, at); err != nil {
+			return err
 		}
 		return s.setImages(ctx, tx, reg.Name, reg.Images)
 	})
@@ -90,6 +93,7 @@ type nodeRow struct {
 	Capacity      int    `db:"capacity"`
 	EngineVersion string `db:"engine_version"`
 	EngineAPI     string `db:"engine_api"`
+	Runtime       string `db:"runtime"`
 	AgentVersion  string `db:"agent_version"`
 	RegisteredAt  int64  `db:"registered_at"`
 	LastSeen      int64  `db:"last_seen"`
@@ -134,7 +138,7 @@ func (r nodeRow) node(datasets []string) gef.Node {
 		datasets = []string{}
 	}
 	return gef.Node{Name: r.Name, State: gef.NodeState(r.State), Capacity: r.Capacity, Running: r.Running,
-		Datasets: datasets, EngineVersion: r.EngineVersion, EngineAPI: r.EngineAPI, AgentVersion: r.AgentVersion,
+		Datasets: datasets, EngineVersion: r.EngineVersion, EngineAPI: r.EngineAPI, Runtime: r.Runtime, AgentVersion: r.AgentVersion,
 		RegisteredAt: fromMicros(r.RegisteredAt), LastSeen: fromMicros(r.LastSeen)}
 }
 
@@ -199,11 +203,12 @@ type datasetRow struct {
 	Name        string `db:"name"`
 	Description string `db:"description"`
 	CreatedAt   int64  `db:"created_at"`
+	Restricted  bool   `db:"restricted"`
 	Size        int64  `db:"size"`
 	Files       int64  `db:"files"`
 }
 
-const datasetSelect = `SELECT d.name, d.description, d.created_at,
+const datasetSelect = `SELECT d.name, d.description, d.created_at, d.restricted,
 	COALESCE((SELECT MAX(size) FROM node_datasets nd WHERE nd.dataset = d.name), 0) AS size,
 	COALESCE((SELECT MAX(files) FROM node_datasets nd WHERE nd.dataset = d.name), 0) AS files FROM datasets d`
 
@@ -224,11 +229,71 @@ func (s *Store) Datasets(ctx context.Context) ([]gef.Dataset, error) {
 	for _, l := range links {
 		nodes[l.Dataset] = append(nodes[l.Dataset], l.Node)
 	}
+	access, err := s.datasetAccess(ctx, "")
+	if err != nil {
+		return nil, err
+	}
 	out := make([]gef.Dataset, len(rows))
 	for i, r := range rows {
-		out[i] = r.dataset(nodes[r.Name])
+		out[i] = r.dataset(nodes[r.Name], access[r.Name])
+	}
+	return out, s.withDigests(ctx, out, false)
+}
+
+// datasetAccess loads the access lists of one dataset, or of all for "".
+func (s *Store) datasetAccess(ctx context.Context, name string) (map[string]gef.DatasetAccess, error) {
+	var rows []struct {
+		Dataset string `db:"dataset"`
+		Kind    string `db:"kind"`
+		Name    string `db:"name"`
+	}
+	q, args := `SELECT dataset, kind, name FROM dataset_access ORDER BY dataset, kind, name`, []any{}
+	if name != "" {
+		q, args = s.q(`SELECT dataset, kind, name FROM dataset_access WHERE dataset = ? ORDER BY kind, name`), []any{name}
+	}
+	if err := s.db.SelectContext(ctx, &rows, q, args...); err != nil {
+		return nil, fmt.Errorf("store: dataset access: %w", classify(err))
+	}
+	out := map[string]gef.DatasetAccess{}
+	for _, r := range rows {
+		a := out[r.Dataset]
+		if r.Kind == "group" {
+			a.Groups = append(a.Groups, r.Name)
+		} else {
+			a.Users = append(a.Users, r.Name)
+		}
+		out[r.Dataset] = a
 	}
 	return out, nil
+}
+
+// SetDatasetAccess replaces who may use a dataset.
+func (s *Store) SetDatasetAccess(ctx context.Context, name string, a gef.DatasetAccess) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE datasets SET restricted = ? WHERE name = ?`), a.Restricted, name)
+		if err != nil {
+			return fmt.Errorf("store: dataset access: %w", classify(err))
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("store: dataset %q: %w", name, gef.ErrNotFound)
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM dataset_access WHERE dataset = ?`), name); err != nil {
+			return fmt.Errorf("store: dataset access: %w", classify(err))
+		}
+		add := func(kind string, names []string) error {
+			for _, n := range names {
+				if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO dataset_access (dataset, kind, name) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`),
+					name, kind, n); err != nil {
+					return fmt.Errorf("store: dataset access: %w", classify(err))
+				}
+			}
+			return nil
+		}
+		if err := add("user", a.Users); err != nil {
+			return err
+		}
+		return add("group", a.Groups)
+	})
 }
 
 // Dataset returns one dataset.
@@ -241,15 +306,30 @@ func (s *Store) Dataset(ctx context.Context, name string) (gef.Dataset, error) {
 	if err := s.db.SelectContext(ctx, &nodes, s.q(`SELECT node FROM node_datasets WHERE dataset = ? ORDER BY node`), name); err != nil {
 		return gef.Dataset{}, fmt.Errorf("store: dataset nodes: %w", classify(err))
 	}
-	return r.dataset(nodes), nil
+	access, err := s.datasetAccess(ctx, name)
+	if err != nil {
+		return gef.Dataset{}, err
+	}
+	ds := []gef.Dataset{r.dataset(nodes, access[name])}
+	if err := s.withDigests(ctx, ds, true); err != nil {
+		return gef.Dataset{}, err
+	}
+	return ds[0], nil
 }
 
-func (r datasetRow) dataset(nodes []string) gef.Dataset {
+func (r datasetRow) dataset(nodes []string, a gef.DatasetAccess) gef.Dataset {
 	if nodes == nil {
 		nodes = []string{}
 	}
+	a.Restricted = r.Restricted
+	if a.Users == nil {
+		a.Users = []string{}
+	}
+	if a.Groups == nil {
+		a.Groups = []string{}
+	}
 	return gef.Dataset{Name: r.Name, Description: r.Description, Nodes: nodes, Size: r.Size, Files: r.Files,
-		CreatedAt: fromMicros(r.CreatedAt)}
+		Access: a, CreatedAt: fromMicros(r.CreatedAt)}
 }
 
 // ReapNodes marks ready or draining nodes silent since before silentSince as

@@ -447,3 +447,100 @@ func TestListJobsFiltersAndPages(t *testing.T) {
 		}
 	})
 }
+
+func TestExternalUsers(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		u := gef.User{ID: gef.NewID(), Name: "carol", Role: gef.RoleUser, CreatedAt: t0}
+		if err := s.CreateExternalUser(ctx, u, "https://idp|123"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.UserByExternalID(ctx, "https://idp|123")
+		if err != nil || got.ID != u.ID || got.Name != "carol" {
+			t.Fatalf("by external id: %+v %v", got, err)
+		}
+		dup := gef.User{ID: gef.NewID(), Name: "carol2", Role: gef.RoleUser, CreatedAt: t0}
+		if err := s.CreateExternalUser(ctx, dup, "https://idp|123"); !errors.Is(err, gef.ErrConflict) {
+			t.Fatalf("a second user for one identity: %v", err)
+		}
+		if _, err := s.UserByExternalID(ctx, "https://idp|999"); !errors.Is(err, gef.ErrNotFound) {
+			t.Fatalf("unknown identity: %v", err)
+		}
+		// Local users have no external id, and several may coexist.
+		for _, n := range []string{"l1", "l2"} {
+			if err := s.CreateUser(ctx, gef.User{ID: gef.NewID(), Name: n, Role: gef.RoleUser, CreatedAt: t0}, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+func TestDatasetAccessAndGroups(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		fixture(t, s, map[string][]string{"n1": {"open", "closed"}})
+		d, err := s.Dataset(ctx, "open")
+		if err != nil || d.Access.Restricted || len(d.Access.Users) != 0 {
+			t.Fatalf("a new dataset: %+v %v", d.Access, err)
+		}
+		want := gef.DatasetAccess{Restricted: true, Users: []string{"ada"}, Groups: []string{"lab"}}
+		if err := s.SetDatasetAccess(ctx, "closed", want); err != nil {
+			t.Fatal(err)
+		}
+		all, err := s.Datasets(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got gef.DatasetAccess
+		for _, x := range all {
+			if x.Name == "closed" {
+				got = x.Access
+			}
+		}
+		if !got.Restricted || fmt.Sprint(got.Users) != "[ada]" || fmt.Sprint(got.Groups) != "[lab]" {
+			t.Fatalf("access = %+v", got)
+		}
+		if err := s.SetDatasetAccess(ctx, "nowhere", want); !errors.Is(err, gef.ErrNotFound) {
+			t.Fatalf("access of an unknown dataset: %v", err)
+		}
+		// Re-registering the node keeps the access list.
+		if err := s.RegisterNode(ctx, gef.NodeRegistration{Name: "n1", Capacity: 1,
+			Datasets: []gef.NodeDataset{{Name: "closed"}}}, t0); err != nil {
+			t.Fatal(err)
+		}
+		if d, _ := s.Dataset(ctx, "closed"); !d.Access.Restricted || len(d.Access.Users) != 1 {
+			t.Fatalf("access after re-registration: %+v", d.Access)
+		}
+
+		if err := s.CreateGroup(ctx, "lab", t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateGroup(ctx, "lab", t0); !errors.Is(err, gef.ErrConflict) {
+			t.Fatalf("duplicate group: %v", err)
+		}
+		for _, u := range []string{"bob", "carol"} {
+			if err := s.SetGroupMember(ctx, "lab", u, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.SetGroupMember(ctx, "lab", "carol", false); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetGroupMember(ctx, "nogroup", "bob", true); !errors.Is(err, gef.ErrConflict) {
+			t.Fatalf("member of an unknown group: %v", err)
+		}
+		gs, err := s.UserGroups(ctx, "bob")
+		if err != nil || fmt.Sprint(gs) != "[lab]" {
+			t.Fatalf("bob's groups: %v %v", gs, err)
+		}
+		groups, _ := s.Groups(ctx)
+		if len(groups) != 1 || fmt.Sprint(groups[0].Members) != "[bob]" {
+			t.Fatalf("groups: %+v", groups)
+		}
+		if !got.Allows("ada", nil) || !got.Allows("bob", gs) || got.Allows("carol", nil) {
+			t.Fatal("Allows disagrees with the access list")
+		}
+	})
+}

@@ -10,11 +10,12 @@ import (
 )
 
 type userRow struct {
-	ID           string `db:"id"`
-	Name         string `db:"name"`
-	Role         string `db:"role"`
-	PasswordHash string `db:"password_hash"`
-	CreatedAt    int64  `db:"created_at"`
+	ID           string         `db:"id"`
+	Name         string         `db:"name"`
+	Role         string         `db:"role"`
+	PasswordHash string         `db:"password_hash"`
+	CreatedAt    int64          `db:"created_at"`
+	ExternalID   sql.NullString `db:"external_id"`
 }
 
 func (r userRow) user() gef.User {
@@ -29,6 +30,25 @@ func (s *Store) CreateUser(ctx context.Context, u gef.User, passwordHash string)
 		return fmt.Errorf("store: create user %q: %w", u.Name, classify(err))
 	}
 	return nil
+}
+
+// CreateExternalUser adds a user linked to an external identity.
+func (s *Store) CreateExternalUser(ctx context.Context, u gef.User, externalID string) error {
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO users (id, name, role, created_at, external_id) VALUES (?, ?, ?, ?, ?)`),
+		u.ID, u.Name, string(u.Role), micros(u.CreatedAt), externalID)
+	if err != nil {
+		return fmt.Errorf("store: create user %q: %w", u.Name, classify(err))
+	}
+	return nil
+}
+
+// UserByExternalID returns the user linked to an external identity.
+func (s *Store) UserByExternalID(ctx context.Context, externalID string) (gef.User, error) {
+	var r userRow
+	if err := s.db.GetContext(ctx, &r, s.q(`SELECT * FROM users WHERE external_id = ?`), externalID); err != nil {
+		return gef.User{}, fmt.Errorf("store: external user: %w", classify(err))
+	}
+	return r.user(), nil
 }
 
 // User returns a user by id.
@@ -94,7 +114,7 @@ func (s *Store) TokenByHash(ctx context.Context, hash string) (gef.Token, gef.Us
 		U userRow `db:"u"`
 	}
 	err := s.db.GetContext(ctx, &row, s.q(`SELECT t.*, u.id AS "u.id", u.name AS "u.name", u.role AS "u.role",
-		u.password_hash AS "u.password_hash", u.created_at AS "u.created_at"
+		u.password_hash AS "u.password_hash", u.created_at AS "u.created_at", u.external_id AS "u.external_id"
 		FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?`), hash)
 	if err != nil {
 		return gef.Token{}, gef.User{}, fmt.Errorf("store: token: %w", classify(err))

@@ -27,6 +27,10 @@ import (
 type Config struct {
 	// Name is the node's name; its credential must be for this name.
 	Name string
+	// Manager identifies the manager the node serves (its URL). Containers
+	// are labelled with it, so nodes of different managers that share an
+	// engine and a name never touch each other's containers.
+	Manager string
 	// Datasets are the datasets this node holds.
 	Datasets []volumes.Dataset
 	// WorkDir holds each job's output directories until they are staged.
@@ -48,10 +52,17 @@ type Config struct {
 	User string
 	// LogLimitBytes caps the output kept of one job. Default 64 MiB.
 	LogLimitBytes int64
+	// OutputLimitBytes caps what one job may write to its outputs; a job
+	// that writes more is killed. Default 10 GiB.
+	OutputLimitBytes int64
 	// StopGrace is the time between SIGTERM and SIGKILL. Default 10 s.
 	StopGrace time.Duration
 	// UploadConcurrency is how many files are uploaded at once. Default 4.
 	UploadConcurrency int
+	// RescanInterval is how often the datasets are digested again, so the
+	// manager learns when their content changed. Default 1 min; negative
+	// scans once, at start (a job still digests its data as it starts).
+	RescanInterval time.Duration
 	// Sessions tunes long-lived service sessions.
 	Sessions SessionConfig
 }
@@ -72,6 +83,7 @@ func (c *Config) setDefaults() {
 	def(&c.MaxMemoryBytes, 16<<30)
 	def(&c.PidsLimit, 512)
 	def(&c.LogLimitBytes, 64<<20)
+	def(&c.OutputLimitBytes, 10<<30)
 	if c.DefaultCPUs == 0 {
 		c.DefaultCPUs = 1
 	}
@@ -92,6 +104,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.UploadConcurrency == 0 {
 		c.UploadConcurrency = 4
+	}
+	if c.RescanInterval == 0 {
+		c.RescanInterval = time.Minute
 	}
 	c.Sessions.setDefaults()
 }
@@ -148,6 +163,7 @@ type Agent struct {
 	http     *http.Client // for presigned uploads
 	datasets map[string]string
 	engine   EngineInfo
+	digests  *digests
 
 	mu       sync.Mutex
 	tasks    map[string]*task
@@ -163,6 +179,7 @@ const (
 	LabelJob     = "org.eudat.gef.job"
 	LabelAttempt = "org.eudat.gef.attempt"
 	LabelNode    = "org.eudat.gef.node"
+	LabelManager = "org.eudat.gef.manager"
 )
 
 // New makes an agent.
@@ -176,7 +193,8 @@ func New(cfg Config, rt Runtime, mgr Manager, log *slog.Logger) (*Agent, error) 
 		ds[d.Name] = d.Dir
 	}
 	return &Agent{cfg: cfg, rt: rt, mgr: mgr, log: log, http: &http.Client{}, datasets: ds, tasks: map[string]*task{},
-		sessions: newSessionSet(), shutdownReason: "the node agent shut down", registered: make(chan struct{})}, nil
+		digests: newDigests(cfg.WorkDir), sessions: newSessionSet(),
+		shutdownReason: "the node agent shut down", registered: make(chan struct{})}, nil
 }
 
 // Run serves jobs until ctx ends, then stops the running containers and
@@ -207,6 +225,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("node registered", "node", a.cfg.Name, "datasets", len(reg.Datasets), "capacity", a.cfg.Capacity)
 	close(a.registered)
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.rescan(ctx, a.cfg.RescanInterval) }()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -260,13 +280,14 @@ func (a *Agent) Registered() <-chan struct{} { return a.registered }
 
 func (a *Agent) registration(ctx context.Context) (gef.NodeRegistration, error) {
 	reg := gef.NodeRegistration{Name: a.cfg.Name, Capacity: a.cfg.Capacity, EngineVersion: a.engine.Version,
-		EngineAPI: a.engine.APIVersion, AgentVersion: gef.Version, Datasets: []gef.NodeDataset{}, Images: []gef.NodeImage{}}
+		EngineAPI: a.engine.APIVersion, Runtime: a.engine.Runtime, AgentVersion: gef.Version, Datasets: []gef.NodeDataset{},
+		Images: []gef.NodeImage{}}
 	for _, d := range a.cfg.Datasets {
 		files, size, err := d.Stat(ctx)
 		if err != nil {
 			return reg, fmt.Errorf("agent: %w", err)
 		}
-		reg.Datasets = append(reg.Datasets, gef.NodeDataset{Name: d.Name, Files: files, Size: size})
+		reg.Datasets = append(reg.Datasets, gef.NodeDataset{Name: d.Name, Files: files, Size: size, Digest: a.digests.known(d.Name)})
 	}
 	imgs, err := a.rt.Images(ctx, "eudat.gef.service.name")
 	if err != nil {
@@ -284,6 +305,7 @@ func (a *Agent) register(ctx context.Context, reg gef.NodeRegistration) error {
 	for {
 		err := a.mgr.Register(ctx, reg)
 		if err == nil {
+			a.digests.remember(reg)
 			return nil
 		}
 		if !retryable(err) {
@@ -355,7 +377,7 @@ func (a *Agent) cancel(id string) {
 // Their jobs were not reported as running by this process, so the manager
 // has ended them.
 func (a *Agent) removeStale(ctx context.Context) error {
-	stale, err := a.rt.Containers(ctx, map[string]string{LabelNode: a.cfg.Name})
+	stale, err := a.rt.Containers(ctx, a.ownLabels())
 	if err != nil {
 		return fmt.Errorf("agent: list containers: %w", err)
 	}
@@ -366,6 +388,11 @@ func (a *Agent) removeStale(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// ownLabels select the containers this node made.
+func (a *Agent) ownLabels() map[string]string {
+	return map[string]string{LabelNode: a.cfg.Name, LabelManager: a.cfg.Manager}
 }
 
 // retryable reports whether an error from the manager may pass: anything

@@ -103,6 +103,10 @@ func (t *task) execute(ctx context.Context) (gef.JobReport, error) {
 	if err != nil {
 		return t.sysErr("%v", err), nil
 	}
+	digests, err := t.a.inputDigests(ctx, job)
+	if err != nil {
+		return t.sysErr("%v", err), nil
+	}
 	id, err := rt.Create(ctx, spec.ContainerSpec)
 	if err != nil {
 		return t.sysErr("engine: %v", err), nil
@@ -118,7 +122,8 @@ func (t *task) execute(ctx context.Context) (gef.JobReport, error) {
 	}
 	started := time.Now()
 	go func() { logsDone <- rt.Logs(ctx, id, ship.writer("stdout"), ship.writer("stderr")) }()
-	if err := t.report(ctx, gef.JobReport{State: gef.JobRunning, At: started, ImageDigest: img.ID}); err != nil {
+	running := gef.JobReport{State: gef.JobRunning, At: started, ImageDigest: img.ID, DatasetDigests: digests, Limits: spec.limits()}
+	if err := t.report(ctx, running); err != nil {
 		_ = rt.Stop(ctx, id, 0)
 		ship.close(ctx)
 		return gef.JobReport{}, err
@@ -143,6 +148,10 @@ func (t *task) execute(ctx context.Context) (gef.JobReport, error) {
 		return t.sysErr("the job was stopped because %s", t.a.shutdownReason), nil
 	case ended == endTimeout:
 		final.State, final.Reason = gef.JobFailed, fmt.Sprintf("exceeded its wall-time limit of %s and was killed", spec.timeout)
+	case ended == endOutputLimit:
+		final.State, final.Reason = gef.JobFailed, fmt.Sprintf("wrote more than the node's output limit of %d MiB and was killed; its outputs were not staged",
+			t.a.cfg.OutputLimitBytes>>20)
+		return final, nil
 	case status.Error != "":
 		return t.sysErr("engine: %s", status.Error), nil
 	case status.OOMKilled:
@@ -154,6 +163,12 @@ func (t *task) execute(ctx context.Context) (gef.JobReport, error) {
 		final.Reason = strings.TrimPrefix(final.Reason+"; output truncated at the node's log limit", "; ")
 	}
 
+	if n := t.outputBytes(); n > t.a.cfg.OutputLimitBytes {
+		final.State = gef.JobFailed
+		final.Reason = fmt.Sprintf("wrote %d MiB to its outputs, more than the node's limit of %d MiB; its outputs were not staged",
+			n>>20, t.a.cfg.OutputLimitBytes>>20)
+		return final, nil
+	}
 	// Stage what the container wrote, whatever its exit: a result that was
 	// produced is never thrown away.
 	if err := t.report(ctx, gef.JobReport{State: gef.JobStaging}); err != nil {
@@ -178,6 +193,7 @@ const (
 	endCanceled
 	endShutdown
 	endTimeout
+	endOutputLimit
 )
 
 // wait waits for the container to exit, stopping it on cancel or timeout.
@@ -194,10 +210,14 @@ func (t *task) wait(ctx context.Context, id string) (ExitStatus, endKind, error)
 	timeout := t.timeout()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
 	kind := endExited
 	select {
 	case r := <-done:
 		return r.s, kind, r.err
+	case <-t.watchOutputs(watchCtx):
+		kind = endOutputLimit
 	case <-t.stopCh:
 		kind = endCanceled
 		t.mu.Lock()
@@ -244,7 +264,7 @@ func (t *task) containerSpec(img ImageInfo) (spec, error) {
 		Env:        []string{"GEF_JOB_ID=" + job.JobID},
 		User:       cfg.User,
 		Labels: map[string]string{LabelJob: job.JobID, LabelAttempt: strconv.Itoa(job.Attempt),
-			LabelNode: cfg.Name},
+			LabelNode: cfg.Name, LabelManager: cfg.Manager},
 		Tmpfs:           map[string]string{"/tmp": "rw,nosuid,nodev,size=256m"},
 		ReadOnlyRootfs:  true,
 		Network:         "none",

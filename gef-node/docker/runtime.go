@@ -132,12 +132,17 @@ func (r *Runtime) Info(ctx context.Context) (agent.EngineInfo, error) {
 	if err != nil {
 		return agent.EngineInfo{}, wrap(err, "info")
 	}
+	rtName := info.DefaultRuntime
+	// The commit of runc is the version that matters for provenance.
+	if id := info.RuncCommit.ID; id != "" && rtName == "runc" {
+		rtName += " " + id
+	}
 	return agent.EngineInfo{
 		Version:    v.Version,
 		APIVersion: r.api.ClientVersion(),
 		OS:         v.Os,
 		Arch:       v.Arch,
-		Runtime:    info.DefaultRuntime,
+		Runtime:    rtName,
 	}, nil
 }
 

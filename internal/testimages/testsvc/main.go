@@ -25,6 +25,7 @@ func main() {
 	lines := flag.Int("lines", 0, "print this many numbered lines to stdout")
 	size := flag.Int("bytes", 1024, "size of the generated output file")
 	message := flag.String("message", "", "print this to stderr")
+	writeTime := flag.Bool("write_time", false, "write the current time to time.txt, so no two runs agree")
 	in := flag.String("in", "/data", "the dataset")
 	out := flag.String("out", "/out", "the output directory")
 	flag.Parse()
@@ -45,6 +46,9 @@ func main() {
 		data[i] = byte(i * 7)
 	}
 	must(os.WriteFile(filepath.Join(*out, "nested", "deep", "data.bin"), data, 0o644))
+	if *writeTime {
+		must(os.WriteFile(filepath.Join(*out, "time.txt"), []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o644))
+	}
 
 	w := bufio.NewWriter(os.Stdout)
 	for i := 1; i <= *lines; i++ {
