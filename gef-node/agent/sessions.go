@@ -285,6 +285,10 @@ func (x *session) execute(ctx context.Context) gef.SessionReport {
 	}
 	id, err := rt.Create(ctx, spec)
 	if err != nil {
+		// A create that timed out may still have made the container.
+		if rerr := rt.Remove(ctx, spec.Name); rerr != nil {
+			x.log.Warn("removing a container whose creation failed", "container", spec.Name, "err", rerr)
+		}
 		return failed("engine: %v", err)
 	}
 	x.mu.Lock()
@@ -295,6 +299,14 @@ func (x *session) execute(ctx context.Context) gef.SessionReport {
 	}
 	exited := x.waitExit(ctx, id)
 	info, err := rt.Inspect(ctx, id)
+	if err == nil && info.IPAddress == "" && !info.Running {
+		// It exited already, and left its network with it.
+		select {
+		case <-exited.done:
+			return x.end(ctx, id, exited, x.exitReport(ctx, exited, "before it answered on port "+strconv.Itoa(s.Port)))
+		case <-time.After(10 * time.Second):
+		}
+	}
 	if err != nil || info.IPAddress == "" {
 		return x.end(ctx, id, exited, failed("engine: the container has no address on network %s (%v)", a.cfg.Sessions.Network, err))
 	}

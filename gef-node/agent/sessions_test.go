@@ -98,8 +98,14 @@ func (f *fakeManager) Tunnel(ctx context.Context) (net.Conn, error) {
 		c.Close()
 		return nil, err
 	}
-	f.tunnels <- s
-	return c, nil
+	select {
+	case f.tunnels <- s:
+		return c, nil
+	case <-ctx.Done():
+		s.Close()
+		c.Close()
+		return nil, ctx.Err()
+	}
 }
 
 func (f *fakeManager) final(id string) (gef.SessionReport, bool) {
@@ -159,13 +165,13 @@ func dial(t *testing.T, tun *yamux.Session, id string) (net.Conn, gef.TunnelRepl
 
 func TestSessionsThroughTheTunnel(t *testing.T) {
 	testenv.Docker(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	rt, err := docker.New(ctx, docker.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rt.Close()
+	t.Cleanup(func() { rt.Close() })
 	imageID, err := testimages.Build(ctx, rt, testimages.WebService)
 	if err != nil {
 		t.Fatal(err)
@@ -180,6 +186,16 @@ func TestSessionsThroughTheTunnel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		// A loaded engine may finish making a container after the call
+		// that asked for it gave up; an agent removes those when it
+		// starts again, which this one never does.
+		ctx := context.Background()
+		cs, _ := rt.Containers(ctx, map[string]string{agent.LabelNode: name})
+		for _, c := range cs {
+			rt.Remove(ctx, c.ID)
+		}
+	})
 	runCtx, stopAgent := context.WithCancel(ctx)
 	ran := make(chan error, 1)
 	go func() { ran <- a.Run(runCtx) }()
@@ -201,7 +217,7 @@ func TestSessionsThroughTheTunnel(t *testing.T) {
 	f.give = []gef.SessionAssignment{idle, stopped, broken}
 	f.mu.Unlock()
 	f.nudge()
-	waitFor(t, "both sessions run", 90*time.Second, func() bool {
+	waitFor(t, "both sessions run", 3*time.Minute, func() bool {
 		return f.reported(idle.SessionID, gef.SessionRunning) && f.reported(stopped.SessionID, gef.SessionRunning)
 	})
 
