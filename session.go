@@ -56,7 +56,7 @@ type SessionAccess string
 // Access modes. The owner may always reach their session.
 const (
 	AccessOwner  SessionAccess = "owner"  // the owner only
-	AccessUsers  SessionAccess = "users"  // the owner and the users named in Users
+	AccessUsers  SessionAccess = "users"  // the owner, the users named in Users and the members of Groups
 	AccessPublic SessionAccess = "public" // anyone, signed in or not
 )
 
@@ -83,7 +83,9 @@ type Session struct {
 	Argv        []string          `json:"argv"`
 	Owner       string            `json:"owner"`
 	Access      SessionAccess     `json:"access"`
-	Users       []string          `json:"users"` // with access "users": who besides the owner may reach it
+	// With access "users": who besides the owner may reach it.
+	Users  []string `json:"users"`
+	Groups []string `json:"groups"`
 	// IdleTimeoutSeconds ends the session after this long with no traffic.
 	IdleTimeoutSeconds int64 `json:"idle_timeout_seconds"`
 	// MaxLifetimeSeconds ends the session this long after it started.
@@ -116,6 +118,7 @@ type SessionRequest struct {
 	Name               string        `json:"name,omitempty"`
 	Access             SessionAccess `json:"access,omitempty"` // default owner
 	Users              []string      `json:"users,omitempty"`
+	Groups             []string      `json:"groups,omitempty"`
 	IdleTimeoutSeconds int64         `json:"idle_timeout_seconds,omitempty"` // 0: the manager's default
 	MaxLifetimeSeconds int64         `json:"max_lifetime_seconds,omitempty"` // 0: the manager's default
 }

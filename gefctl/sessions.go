@@ -20,7 +20,7 @@ func init() {
 
 const sessionUsage = `usage:
   gefctl session start SERVICE [--dataset D | --input NAME=D ...] [--param K=V ...] [--version V]
-                       [--name NAME] [--access owner|users|public] [--user U ...]
+                       [--name NAME] [--access owner|users|public] [--user U ...] [--group G ...]
                        [--idle DURATION] [--lifetime DURATION] [--wait]
   gefctl session list [--state S] [--name NAME] [--service S] [--owner U] [--limit N] [--page TOKEN]
   gefctl session show ID
@@ -47,7 +47,7 @@ func cmdSession(ctx context.Context, e *env, args []string) error {
 func cmdSessionStart(ctx context.Context, e *env, args []string) error {
 	fs := flags("session start")
 	inputs, params := kvFlags{}, kvFlags{}
-	var users listFlag
+	var users, groups listFlag
 	var req gef.SessionRequest
 	fs.StringVar(&req.Version, "version", "", "service version (default: the newest not deprecated)")
 	fs.StringVar(&req.Dataset, "dataset", "", "the dataset, for a service with one dataset input")
@@ -56,6 +56,7 @@ func cmdSessionStart(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&req.Name, "name", "", "a friendly name: the session is also at /s/NAME/, across restarts")
 	access := fs.String("access", "owner", "who may reach it: owner, users (with --user) or public")
 	fs.Var(&users, "user", "a user who may reach it, with --access users (repeatable)")
+	fs.Var(&groups, "group", "a group whose members may reach it, with --access users (repeatable)")
 	idle := fs.Duration("idle", 0, "end it after this long without traffic (default: the manager's)")
 	lifetime := fs.Duration("lifetime", 0, "end it this long after it started (default: the manager's)")
 	wait := fs.Bool("wait", false, "wait until it answers, or ends")
@@ -66,7 +67,7 @@ func cmdSessionStart(ctx context.Context, e *env, args []string) error {
 	if len(pos) != 1 {
 		return usagef("%s", sessionUsage)
 	}
-	req.Service, req.Access, req.Users = pos[0], gef.SessionAccess(*access), users
+	req.Service, req.Access, req.Users, req.Groups = pos[0], gef.SessionAccess(*access), users, groups
 	req.IdleTimeoutSeconds = int64((*idle + time.Second - 1) / time.Second)
 	req.MaxLifetimeSeconds = int64((*lifetime + time.Second - 1) / time.Second)
 	if len(inputs) > 0 {
@@ -137,7 +138,11 @@ func cmdSessionList(ctx context.Context, e *env, args []string) error {
 
 func accessOf(s gef.Session) string {
 	if s.Access == gef.AccessUsers {
-		return "users:" + strings.Join(s.Users, ",")
+		who := s.Users
+		for _, g := range s.Groups {
+			who = append(who, "group "+g)
+		}
+		return "users:" + strings.Join(who, ",")
 	}
 	return string(s.Access)
 }

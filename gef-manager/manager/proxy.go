@@ -41,27 +41,41 @@ func (m *Manager) ResolveSession(ctx context.Context, ref string) (gef.Session, 
 }
 
 // MayReach reports whether p may reach s through its URL: anyone if it is
-// public, else its owner, and with access "users" the users it names.
-// Admins have no say over private sessions: they may see and stop them,
-// not use them.
-func MayReach(p Principal, s gef.Session) bool {
+// public, else its owner, and with access "users" the users it names and
+// the members of the groups it names, as they are now. Admins have no say
+// over private sessions: they may see and stop them, not use them.
+func (m *Manager) MayReach(ctx context.Context, p Principal, s gef.Session) (bool, error) {
 	switch {
 	case s.Access == gef.AccessPublic:
-		return true
+		return true, nil
 	case p.Anonymous() || p.Is(gef.RoleNode):
-		return false
+		return false, nil
 	case p.Name == s.Owner:
-		return true
+		return true, nil
+	case s.Access != gef.AccessUsers:
+		return false, nil
+	case slices.Contains(s.Users, p.Name):
+		return true, nil
+	case len(s.Groups) == 0:
+		return false, nil
 	}
-	return s.Access == gef.AccessUsers && slices.Contains(s.Users, p.Name)
+	groups, err := m.store.UserGroups(ctx, p.Name)
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(groups, func(g string) bool { return slices.Contains(s.Groups, g) }), nil
 }
 
 // Reach checks, for each request, that p may reach s and that s answers:
 // anonymous callers of a private session are unauthorized, other users
 // forbidden; a session that is starting is unavailable for now, and one
 // that is stopping or ended is not found.
-func (m *Manager) Reach(p Principal, s gef.Session) error {
-	if !MayReach(p, s) {
+func (m *Manager) Reach(ctx context.Context, p Principal, s gef.Session) error {
+	ok, err := m.MayReach(ctx, p, s)
+	if err != nil {
+		return err
+	}
+	if !ok {
 		if p.Anonymous() {
 			return fmt.Errorf("session %s is private; sign in first: %w", s.ID, gef.ErrUnauthorized)
 		}
@@ -127,10 +141,14 @@ func (m *Manager) SessionLink(ctx context.Context, p Principal, id string) (Sess
 	if err != nil {
 		return SessionLink{}, err
 	}
-	if !MayReach(p, s) && !p.Is(gef.RoleAdmin) {
+	ok, err := m.MayReach(ctx, p, s)
+	if err != nil {
+		return SessionLink{}, err
+	}
+	if !ok && !p.Is(gef.RoleAdmin) {
 		return SessionLink{}, fmt.Errorf("session %s: %w", id, gef.ErrNotFound)
 	}
-	if !MayReach(p, s) {
+	if !ok {
 		return SessionLink{}, fmt.Errorf("%s may not reach session %s: %w", p.Name, id, gef.ErrForbidden)
 	}
 	s = m.decorateSession(s)

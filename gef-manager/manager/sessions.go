@@ -180,7 +180,7 @@ func (m *Manager) StartSession(ctx context.Context, p Principal, req gef.Session
 // holding them, with defaults filled in.
 func (m *Manager) sessionOptions(ctx context.Context, p Principal, req gef.SessionRequest) (gef.Session, error) {
 	cfg := m.cfg.Sessions
-	s := gef.Session{Name: req.Name, Access: req.Access, Users: []string{}}
+	s := gef.Session{Name: req.Name, Access: req.Access, Users: []string{}, Groups: []string{}}
 	if s.Name != "" {
 		if !sessionName.MatchString(s.Name) || gef.ValidID(strings.ToUpper(s.Name)) {
 			return s, gef.Invalid("name", "must be 1-63 lower-case letters, digits or '-', not starting or ending with '-', and not shaped like a session id")
@@ -202,11 +202,29 @@ func (m *Manager) sessionOptions(ctx context.Context, p Principal, req gef.Sessi
 	if len(req.Users) > 0 && s.Access != gef.AccessUsers {
 		return s, gef.Invalid("users", "name users only with access \"users\"")
 	}
-	if s.Access == gef.AccessUsers && len(req.Users) == 0 {
-		return s, gef.Invalid("users", "access \"users\" needs at least one user name")
+	if len(req.Groups) > 0 && s.Access != gef.AccessUsers {
+		return s, gef.Invalid("groups", "name groups only with access \"users\"")
 	}
-	if len(req.Users) > maxSessionUsers {
-		return s, gef.Invalid("users", "at most %d users", maxSessionUsers)
+	if s.Access == gef.AccessUsers && len(req.Users)+len(req.Groups) == 0 {
+		return s, gef.Invalid("users", "access \"users\" needs at least one user or group name")
+	}
+	if len(req.Users) > maxSessionUsers || len(req.Groups) > maxSessionUsers {
+		return s, gef.Invalid("users", "at most %d users and %d groups", maxSessionUsers, maxSessionUsers)
+	}
+	if len(req.Groups) > 0 {
+		known, err := m.store.Groups(ctx)
+		if err != nil {
+			return s, err
+		}
+		for _, g := range req.Groups {
+			if !slices.ContainsFunc(known, func(k gef.Group) bool { return k.Name == g }) {
+				return s, gef.Invalid("groups", "no group is named %q", g)
+			}
+			if !slices.Contains(s.Groups, g) {
+				s.Groups = append(s.Groups, g)
+			}
+		}
+		sort.Strings(s.Groups)
 	}
 	for _, u := range req.Users {
 		if _, _, err := m.store.UserByName(ctx, u); errors.Is(err, gef.ErrNotFound) {

@@ -89,7 +89,7 @@ func (p *proxy) serve(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	if err := s.m.Reach(who, sess); err != nil {
+	if err := s.m.Reach(ctx, who, sess); err != nil {
 		if errors.Is(err, gef.ErrUnavailable) {
 			c.Header("Retry-After", "2")
 		}

@@ -207,6 +207,8 @@ func TestSessionRefusals(t *testing.T) {
 		{"users without access users", "POST", "/api/v1/sessions", tok, `{"service":"web","users":["ada"]}`, 422, "users"},
 		{"access users without users", "POST", "/api/v1/sessions", tok, `{"service":"web","access":"users"}`, 422, "users"},
 		{"unknown user", "POST", "/api/v1/sessions", tok, `{"service":"web","access":"users","users":["nobody"]}`, 422, "users"},
+		{"unknown group", "POST", "/api/v1/sessions", tok, `{"service":"web","access":"users","groups":["nobody"]}`, 422, "groups"},
+		{"groups without access users", "POST", "/api/v1/sessions", tok, `{"service":"web","groups":["g"]}`, 422, "groups"},
 		{"idle too long", "POST", "/api/v1/sessions", tok, `{"service":"web","idle_timeout_seconds":99999999}`, 422, "idle_timeout_seconds"},
 		{"negative lifetime", "POST", "/api/v1/sessions", tok, `{"service":"web","max_lifetime_seconds":-1}`, 422, "max_lifetime_seconds"},
 		{"bad state", "GET", "/api/v1/sessions?state=asleep", tok, "", 422, "state"},
@@ -275,8 +277,8 @@ func TestSessionRefusals(t *testing.T) {
 	if err != nil || len(page.Items) != 1 || !slices.Contains([]string{sess.ID}, page.Items[0].ID) {
 		t.Fatalf("sessions: %+v %v", page, err)
 	}
-	if !manager.MayReach(manager.Principal{}, gef.Session{Access: gef.AccessPublic}) {
-		t.Fatal("a public session is closed to anonymous callers")
+	if ok, err := b.m.MayReach(ctx, manager.Principal{}, gef.Session{Access: gef.AccessPublic}); !ok || err != nil {
+		t.Fatalf("a public session is closed to anonymous callers: %v", err)
 	}
 }
 

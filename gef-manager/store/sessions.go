@@ -25,6 +25,7 @@ type sessionRow struct {
 	Owner         string         `db:"owner"`
 	Access        string         `db:"access"`
 	Users         string         `db:"users"`
+	Groups        string         `db:"access_groups"`
 	Params        string         `db:"params"`
 	Argv          string         `db:"argv"`
 	Spec          string         `db:"spec"`
@@ -62,13 +63,16 @@ func (r *sessionRow) session() (gef.Session, error) {
 		name string
 		raw  string
 		into any
-	}{{"users", r.Users, &s.Users}, {"params", r.Params, &s.Params}, {"argv", r.Argv, &s.Argv}} {
+	}{{"users", r.Users, &s.Users}, {"groups", r.Groups, &s.Groups}, {"params", r.Params, &s.Params}, {"argv", r.Argv, &s.Argv}} {
 		if err := json.Unmarshal([]byte(f.raw), f.into); err != nil {
 			return gef.Session{}, fmt.Errorf("store: session %s %s: %w", r.ID, f.name, err)
 		}
 	}
 	if s.Users == nil {
 		s.Users = []string{}
+	}
+	if s.Groups == nil {
+		s.Groups = []string{}
 	}
 	return s, nil
 }
@@ -77,11 +81,14 @@ func (r *sessionRow) session() (gef.Session, error) {
 // given. A friendly name is claimed for the session's owner the first time
 // it is used; a name another user holds is a gef.ErrConflict.
 func (s *Store) CreateSession(ctx context.Context, sess gef.Session, spec gef.SessionAssignment) error {
-	users := sess.Users
+	users, groups := sess.Users, sess.Groups
 	if users == nil {
 		users = []string{}
 	}
-	enc := map[string]any{"users": users, "params": nonNilMap(sess.Params), "argv": sess.Argv, "spec": spec}
+	if groups == nil {
+		groups = []string{}
+	}
+	enc := map[string]any{"users": users, "groups": groups, "params": nonNilMap(sess.Params), "argv": sess.Argv, "spec": spec}
 	raw := map[string]string{}
 	for k, v := range enc {
 		b, err := json.Marshal(v)
@@ -99,10 +106,10 @@ func (s *Store) CreateSession(ctx context.Context, sess gef.Session, spec gef.Se
 			}
 		}
 		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO sessions (id, name, state, service, version, image_digest, owner,
-			access, users, params, argv, spec, http_path, idle_timeout, max_lifetime, created_at)
-			VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			access, users, access_groups, params, argv, spec, http_path, idle_timeout, max_lifetime, created_at)
+			VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			sess.ID, name, sess.Service, sess.Version, sess.ImageDigest, sess.Owner, string(sess.Access), raw["users"],
-			raw["params"], raw["argv"], raw["spec"], sess.Path, sess.IdleTimeoutSeconds, sess.MaxLifetimeSeconds,
+			raw["groups"], raw["params"], raw["argv"], raw["spec"], sess.Path, sess.IdleTimeoutSeconds, sess.MaxLifetimeSeconds,
 			micros(sess.Timestamps.Created))
 		if err != nil {
 			return fmt.Errorf("store: create session: %w", classify(err))

@@ -14,7 +14,7 @@ import (
 func newSession(t testing.TB, s *Store, svc gef.Service, owner, name string, inputs map[string]string) gef.Session {
 	t.Helper()
 	sess := gef.Session{ID: gef.NewID(), Name: name, Service: svc.Name, Version: svc.Version, ImageDigest: svc.Digest,
-		Owner: owner, Access: gef.AccessUsers, Users: []string{"bob"}, Inputs: inputs,
+		Owner: owner, Access: gef.AccessUsers, Users: []string{"bob"}, Groups: []string{"lab"}, Inputs: inputs,
 		Params: map[string]any{"title": "x"}, Argv: []string{"/srv", "--title", "x"}, Path: "/index.html",
 		IdleTimeoutSeconds: 60, MaxLifetimeSeconds: 3600, Timestamps: gef.SessionTimestamps{Created: t0}}
 	spec := gef.SessionAssignment{ImageDigest: svc.Digest, Argv: sess.Argv, Port: 8080,
@@ -39,7 +39,7 @@ func TestSessionRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got.State != gef.SessionQueued || got.Name != "viewer" || got.Owner != "ada" || got.Access != gef.AccessUsers ||
-			fmt.Sprint(got.Users) != "[bob]" || got.Inputs["data"] != "alpha" || got.Params["title"] != "x" ||
+			fmt.Sprint(got.Users) != "[bob]" || fmt.Sprint(got.Groups) != "[lab]" || got.Inputs["data"] != "alpha" || got.Params["title"] != "x" ||
 			len(got.Argv) != 3 || got.Path != "/index.html" || got.IdleTimeoutSeconds != 60 || got.MaxLifetimeSeconds != 3600 ||
 			!got.Timestamps.Created.Equal(t0) || got.Timestamps.Started != nil || got.ExpiresAt != nil || got.ExitCode != nil {
 			t.Fatalf("session round trip: %+v", got)

@@ -23,6 +23,7 @@ CREATE TABLE sessions (
     owner          TEXT NOT NULL,
     access         TEXT NOT NULL,
     users          TEXT NOT NULL,
+    access_groups  TEXT NOT NULL DEFAULT '[]',
     params         TEXT NOT NULL,
     argv           TEXT NOT NULL,
     spec           TEXT NOT NULL,
