@@ -327,10 +327,17 @@ func TestSessionProxy(t *testing.T) {
 	ada, adaTok := s.user("ada")
 	bob, bobTok := s.user("bob")
 	_, eveTok := s.user("eve")
+	_, carolTok := s.user("carol")
 	ctx := context.Background()
+	if err := s.admin.CreateGroup(ctx, "lab-members"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.admin.SetGroupMember(ctx, "lab-members", "carol", true); err != nil {
+		t.Fatal(err)
+	}
 
 	sess := s.startSession(ada, gef.SessionRequest{JobRequest: gef.JobRequest{Service: svc.Name, Dataset: "web"},
-		Name: "lab", Access: gef.AccessUsers, Users: []string{"bob"}})
+		Name: "lab", Access: gef.AccessUsers, Users: []string{"bob"}, Groups: []string{"lab-members"}})
 	base := "/s/lab"
 	if sess.URL != s.url+base+"/echo" {
 		t.Fatalf("url = %q", sess.URL)
@@ -340,7 +347,8 @@ func TestSessionProxy(t *testing.T) {
 		for _, tc := range []struct {
 			who, token string
 			want       int
-		}{{"anonymous", "", 401}, {"eve", eveTok, 403}, {"a bad token", "not-a-token", 401}, {"bob", bobTok, 200}, {"ada", adaTok, 200}} {
+		}{{"anonymous", "", 401}, {"eve", eveTok, 403}, {"a bad token", "not-a-token", 401}, {"bob", bobTok, 200},
+			{"ada", adaTok, 200}, {"carol, through her group", carolTok, 200}} {
 			for _, ref := range []string{"/s/" + sess.ID, base} {
 				if resp, b := s.call(http.MethodGet, ref+"/echo", tc.token, nil, nil); resp.StatusCode != tc.want {
 					t.Errorf("%s at %s: %d %s, want %d", tc.who, ref, resp.StatusCode, b, tc.want)
@@ -349,6 +357,13 @@ func TestSessionProxy(t *testing.T) {
 		}
 		if e := s.echo(base+"/echo", bobTok, nil); !slices.Equal(e.Headers["X-Gef-User"], []string{"bob"}) {
 			t.Errorf("bob reached the container as %v", e.Headers["X-Gef-User"])
+		}
+		// Access is checked on every request: carol, out of the group, is out.
+		if err := s.admin.SetGroupMember(ctx, "lab-members", "carol", false); err != nil {
+			t.Fatal(err)
+		}
+		if resp, _ := s.call(http.MethodGet, base+"/echo", carolTok, nil, nil); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("carol, out of the group: %d, want 403", resp.StatusCode)
 		}
 		// Only its owner and admins see a session's record.
 		if _, err := bob.Session(ctx, sess.ID); !errors.Is(err, gef.ErrNotFound) {
@@ -674,13 +689,31 @@ func TestSessionsEndOnTime(t *testing.T) {
 	ada, adaTok := s.user("ada")
 	ctx := context.Background()
 
-	const idle = 3 * time.Second
-	quiet := s.startSession(ada, gef.SessionRequest{JobRequest: gef.JobRequest{Service: svc.Name, Dataset: "web"},
-		IdleTimeoutSeconds: int64(idle / time.Second), MaxLifetimeSeconds: 3600})
-	const lifetime = 6 * time.Second
+	// The busy session is kept busy from the start until it ends.
+	const lifetime = 8 * time.Second
 	busy := s.startSession(ada, gef.SessionRequest{JobRequest: gef.JobRequest{Service: svc.Name, Dataset: "web"},
 		IdleTimeoutSeconds: 3600, MaxLifetimeSeconds: int64(lifetime / time.Second)})
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(200 * time.Millisecond):
+				req, _ := http.NewRequest(http.MethodGet, s.url+"/s/"+busy.ID+"/echo", nil)
+				req.Header.Set("Authorization", "Bearer "+adaTok)
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}
+	}()
+	defer close(done)
 
+	const idle = 4 * time.Second
+	quiet := s.startSession(ada, gef.SessionRequest{JobRequest: gef.JobRequest{Service: svc.Name, Dataset: "web"},
+		IdleTimeoutSeconds: int64(idle / time.Second), MaxLifetimeSeconds: 3600})
 	// 4 MiB of output, against a cap of 2 files of 256 KiB.
 	for range 4 {
 		if resp, b := s.call(http.MethodGet, "/s/"+quiet.ID+"/log?kib=1024", adaTok, nil, nil); resp.StatusCode != http.StatusOK {
@@ -709,46 +742,27 @@ func TestSessionsEndOnTime(t *testing.T) {
 		t.Errorf("the engine keeps %d bytes of output; the cap is 2 x 256 KiB", kept)
 	}
 
-	// Keep the busy session busy until it ends.
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(200 * time.Millisecond):
-				req, _ := http.NewRequest(http.MethodGet, s.url+"/s/"+busy.ID+"/echo", nil)
-				req.Header.Set("Authorization", "Bearer "+adaTok)
-				if resp, err := http.DefaultClient.Do(req); err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-			}
-		}
-	}()
-	defer close(done)
-
 	q := waitEnded(t, ada, quiet.ID, time.Minute)
-	if q.State != gef.SessionStopped || !strings.Contains(q.Reason, "idle for more than 3s") || q.Timestamps.LastActive == nil {
+	if q.State != gef.SessionStopped || !strings.Contains(q.Reason, "idle for more than 4s") || q.Timestamps.LastActive == nil {
 		t.Fatalf("idle session: %s: %s (last active %v)", q.State, q.Reason, q.Timestamps.LastActive)
 	}
 	// Ended is when the node had stopped the container, within its grace.
 	after := q.Timestamps.Ended.Sub(*q.Timestamps.LastActive)
 	t.Logf("the idle session ended %s after its last traffic (idle timeout %s)", after.Round(time.Millisecond), idle)
-	if after < idle || after > idle+5*time.Second || q.Timestamps.LastActive.Before(lastTraffic.Add(-time.Second)) {
+	if after < idle || after > idle+10*time.Second || q.Timestamps.LastActive.Before(lastTraffic.Add(-time.Second)) {
 		t.Errorf("ended %s after its last traffic at %s (the test's last request ended at %s); want %s to %s",
-			after, q.Timestamps.LastActive, lastTraffic, idle, idle+5*time.Second)
+			after, q.Timestamps.LastActive, lastTraffic, idle, idle+10*time.Second)
 	}
 
 	b := waitEnded(t, ada, busy.ID, time.Minute)
 	lived := b.Timestamps.Ended.Sub(*b.Timestamps.Started)
 	t.Logf("the busy session lived %s (maximum lifetime %s), last active %s before its end", lived.Round(time.Millisecond),
 		lifetime, b.Timestamps.Ended.Sub(*b.Timestamps.LastActive).Round(time.Millisecond))
-	if b.State != gef.SessionStopped || !strings.Contains(b.Reason, "maximum lifetime of 6s") {
+	if b.State != gef.SessionStopped || !strings.Contains(b.Reason, "maximum lifetime of 8s") {
 		t.Fatalf("busy session: %s: %s", b.State, b.Reason)
 	}
-	if lived < lifetime || lived > lifetime+5*time.Second {
-		t.Errorf("the busy session lived %s; want %s to %s", lived, lifetime, lifetime+5*time.Second)
+	if lived < lifetime || lived > lifetime+10*time.Second {
+		t.Errorf("the busy session lived %s; want %s to %s", lived, lifetime, lifetime+10*time.Second)
 	}
 	if b.Timestamps.Ended.Sub(*b.Timestamps.LastActive) > 3*time.Second {
 		t.Errorf("the busy session was idle before it ended: last active %s, ended %s", b.Timestamps.LastActive, b.Timestamps.Ended)
