@@ -797,6 +797,16 @@ func TestCall(t *testing.T) {
 		t.Fatalf("the call's job: %+v %v", j, err)
 	}
 
+	// The same call again reuses the result, and still answers its output.
+	again, err := ada.Call(ctx, gef.JobRequest{Service: svc.Name, Dataset: "tables", Params: map[string]any{"label": "quick"}}, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out2, _ := again.Stdout.(map[string]any); !again.Done || again.Job.State != gef.JobSucceeded || out2["label"] != "quick" ||
+		again.Job.ReuseOf == nil || *again.Job.ReuseOf != res.Job.ID {
+		t.Fatalf("the same call again: %+v", again)
+	}
+
 	start = time.Now()
 	slow, err := ada.Call(ctx, gef.JobRequest{Service: svc.Name, Dataset: "tables", Params: map[string]any{"sleep": 120}}, 2*time.Second)
 	took = time.Since(start)

@@ -74,7 +74,12 @@ func (m *Manager) Call(ctx context.Context, p Principal, req gef.JobRequest, wai
 }
 
 func (m *Manager) callResult(ctx context.Context, j gef.Job) (CallResult, error) {
-	chunks, err := m.storedChunks(ctx, j.ID, "")
+	logsOf := j.ID
+	if j.ReuseOf != nil {
+		// Nothing ran: the output is the reused job's.
+		logsOf = *j.ReuseOf
+	}
+	chunks, err := m.storedChunks(ctx, logsOf, "")
 	if err != nil {
 		return CallResult{}, err
 	}
