@@ -313,6 +313,17 @@ func TestSessionBrowsesItsDataset(t *testing.T) {
 		cs, err := s.rt.Containers(ctx, map[string]string{agent.LabelSession: sess.ID})
 		return err == nil && len(cs) == 0
 	})
+
+	// A session serves its data for as long as it runs: when its owner may
+	// no longer use the data, it ends.
+	again := s.startSession(ada, gef.SessionRequest{JobRequest: gef.JobRequest{Service: svc.Name, Dataset: "climate"}})
+	if _, err := s.admin.SetDatasetAccess(ctx, "climate", gef.DatasetAccess{Restricted: true, Users: []string{"admin"}}); err != nil {
+		t.Fatal(err)
+	}
+	ended = waitEnded(t, ada, again.ID, time.Minute)
+	if ended.State != gef.SessionStopped || ended.Reason != `ada may no longer use dataset "climate"` {
+		t.Fatalf("after ada lost access to the data: %s: %s", ended.State, ended.Reason)
+	}
 }
 
 // TestSessionProxy checks what passes through the proxy and the tunnel,

@@ -438,19 +438,29 @@ func (m *Manager) pollSessions(ctx context.Context, node string, req gef.PollReq
 	return nil
 }
 
-// sessionSweep is how often the manager looks for sessions to end.
-const sessionSweep = 2 * time.Second
+// sessionSweep is how often the manager looks for sessions to end, and
+// accessSweeps how many sweeps apart it checks that their owners may still
+// use their data.
+const (
+	sessionSweep = 2 * time.Second
+	accessSweeps = 5
+)
 
 // runSessions ends the sessions of nodes that went silent, and asks nodes
 // to stop sessions that outlived their lifetime, until ctx ends.
 func (m *Manager) runSessions(ctx context.Context) {
 	tick := time.NewTicker(sessionSweep)
 	defer tick.Stop()
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+		if n%accessSweeps == 0 {
+			if err := m.stopWithdrawnSessions(ctx); err != nil && ctx.Err() == nil {
+				m.log.Warn("checking the access of sessions to their data", "err", err)
+			}
 		}
 		now := m.now().UTC()
 		ended, err := m.store.EndSessionsOfDownNodes(ctx, now)
@@ -470,4 +480,35 @@ func (m *Manager) runSessions(ctx context.Context) {
 		}
 		m.hub.wake(nodes...)
 	}
+}
+
+// stopWithdrawnSessions stops the live sessions whose owner may no longer
+// use one of their datasets: a session serves its data for as long as it
+// runs, so access withdrawn from its owner must end it.
+func (m *Manager) stopWithdrawnSessions(ctx context.Context) error {
+	for _, state := range []gef.SessionState{gef.SessionStarting, gef.SessionRunning} {
+		page, err := m.store.Sessions(ctx, gef.SessionFilter{State: state, Limit: 1000})
+		if err != nil {
+			return err
+		}
+		for _, s := range page.Items {
+			if len(s.Inputs) == 0 {
+				continue
+			}
+			ds, err := m.ownerMayUse(ctx, gef.Job{Owner: s.Owner, Inputs: s.Inputs})
+			if err != nil || ds == "" {
+				if err != nil {
+					m.log.Warn("checking a session's access to its data", "session", s.ID, "err", err)
+				}
+				continue
+			}
+			s, err = m.store.StopSession(ctx, s.ID, fmt.Sprintf("%s may no longer use dataset %q", s.Owner, ds), m.now().UTC())
+			if err != nil {
+				continue // it ended meanwhile
+			}
+			m.log.Info("session stopped: its owner lost access to its data", "session", s.ID, "dataset", ds)
+			m.hub.wake(s.Node)
+		}
+	}
+	return nil
 }
