@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
+
+	"github.com/coder/websocket"
 
 	"github.com/eudat-gef/gef"
 )
@@ -71,4 +74,32 @@ func (c *Client) BuildUploadURL(ctx context.Context, id string) (string, error) 
 	}
 	err := c.Do(ctx, http.MethodPost, "/api/v1/node/builds/"+url.PathEscape(id)+"/upload", nil, &resp)
 	return resp.URL, err
+}
+
+// ReportSession moves a session forward.
+func (c *Client) ReportSession(ctx context.Context, id string, r gef.SessionReport) (gef.Session, error) {
+	var s gef.Session
+	err := c.Do(ctx, http.MethodPost, "/api/v1/node/sessions/"+url.PathEscape(id)+"/report", r, &s)
+	return s, err
+}
+
+// Tunnel opens the node's tunnel: a websocket to the manager, as a
+// net.Conn that lives until ctx ends or either side closes it. The node
+// serves its sessions' connections over it.
+func (c *Client) Tunnel(ctx context.Context) (net.Conn, error) {
+	u := c.base + "/api/v1/node/tunnel"
+	h := http.Header{}
+	if c.token != "" {
+		h.Set("Authorization", "Bearer "+c.token)
+	}
+	ws, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: c.http, HTTPHeader: h,
+		CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			e := &Error{Status: resp.StatusCode, Code: http.StatusText(resp.StatusCode), Message: err.Error()}
+			return nil, e
+		}
+		return nil, fmt.Errorf("gef: tunnel: %w: %w", gef.ErrUnavailable, err)
+	}
+	return websocket.NetConn(ctx, ws, websocket.MessageBinary), nil
 }

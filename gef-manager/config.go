@@ -74,6 +74,11 @@ func parseFlags(args []string) (Config, error) {
 	fs := flag.NewFlagSet("gef-manager", flag.ContinueOnError)
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address")
 	fs.StringVar(&c.PublicURL, "public-url", "", "the URL nodes and browsers use (default http://ADDR)")
+	fs.StringVar(&c.Manager.Sessions.PublicURL, "session-url", "",
+		"a URL on a host name of its own for sessions, e.g. https://sessions.example.org (default: -public-url)")
+	fs.DurationVar(&c.Manager.Sessions.DefaultIdle, "session-idle", time.Hour, "idle timeout of a session that names none")
+	fs.DurationVar(&c.Manager.Sessions.DefaultLifetime, "session-lifetime", 24*time.Hour, "maximum lifetime of a session that names none")
+	fs.DurationVar(&c.Manager.Sessions.MaxLifetime, "session-max-lifetime", 30*24*time.Hour, "the longest lifetime a session may ask for")
 	fs.BoolVar(&c.Dev, "dev", false, "run everything in one process: SQLite, local results, an in-process node, a demo service")
 	fs.BoolVar(&c.Demo, "demo", false, "with -dev, run the demo job and print its result")
 	fs.StringVar(&c.DataDir, "data", "", "data directory (default ./gef-data in dev mode)")
@@ -169,6 +174,11 @@ func (c *Config) setDefaults() {
 		c.OIDC.RedirectURL = c.PublicURL + "/api/v1/login/oidc/callback"
 	}
 	c.Manager.PublicURL = c.PublicURL
+	if c.Manager.Sessions.PublicURL == "" {
+		c.Manager.Sessions.PublicURL = c.PublicURL
+	} else {
+		c.Manager.Sessions.OwnHost = true
+	}
 }
 
 // Validate reports a configuration the manager cannot start with.
@@ -191,6 +201,9 @@ func (c Config) Validate() error {
 	}
 	if c.Demo && !c.Dev {
 		errs = append(errs, errors.New("-demo needs -dev"))
+	}
+	if u, err := url.Parse(c.Manager.Sessions.PublicURL); c.Manager.Sessions.OwnHost && (err != nil || u.Host == "") {
+		errs = append(errs, fmt.Errorf("-session-url %q is not a URL", c.Manager.Sessions.PublicURL))
 	}
 	if u, err := url.Parse(c.PublicURL); err != nil || u.Host == "" {
 		errs = append(errs, fmt.Errorf("-public-url %q is not a URL", c.PublicURL))

@@ -45,6 +45,8 @@ type Config struct {
 	TempDir string
 	// RegistryTransport, if set, carries requests to image registries.
 	RegistryTransport http.RoundTripper
+	// Sessions tunes service sessions.
+	Sessions SessionConfig
 }
 
 func (c *Config) setDefaults() {
@@ -69,6 +71,7 @@ func (c *Config) setDefaults() {
 	if c.MaxContextBytes == 0 {
 		c.MaxContextBytes = 512 << 20
 	}
+	c.Sessions.setDefaults()
 }
 
 // Validate reports a configuration that cannot work.
@@ -83,7 +86,7 @@ func (c Config) Validate() error {
 	if c.MaxImageBytes < 1<<20 || c.MaxContextBytes < 1<<10 {
 		return errors.New("manager: the image limit must be at least 1 MiB and the build context limit at least 1 KiB")
 	}
-	return nil
+	return c.Sessions.validate()
 }
 
 // Manager is the manager's core.
@@ -97,6 +100,9 @@ type Manager struct {
 	logs    *liveLogs
 	metrics *Metrics
 	now     func() time.Time
+	// tunnels are the nodes' open tunnels, for reaching sessions.
+	tunnels        *tunnels
+	sessionMetrics *sessionMetrics
 }
 
 // New assembles a manager. Run must be called for node liveness to work.
@@ -106,10 +112,13 @@ func New(cfg Config, st *store.Store, objects gef.ObjectStore, issuer *auth.Issu
 	}
 	cfg.setDefaults()
 	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
-	return &Manager{
+	m := &Manager{
 		cfg: cfg, store: st, objects: retain(objects, st), issuer: issuer, log: log,
 		hub: newHub(), logs: newLiveLogs(cfg.LogTailBytes), metrics: newMetrics(), now: time.Now,
-	}, nil
+		tunnels: newTunnels(),
+	}
+	m.sessionMetrics = newSessionMetrics(m.metrics.Registry)
+	return m, nil
 }
 
 // Metrics returns the manager's Prometheus metrics.
@@ -130,8 +139,9 @@ func (m *Manager) Ready(ctx context.Context) error {
 }
 
 // Run does the manager's background work until ctx ends: it marks silent
-// nodes down and ends the jobs they held.
+// nodes down and ends the jobs and sessions they held.
 func (m *Manager) Run(ctx context.Context) error {
+	go m.runSessions(ctx)
 	tick := time.NewTicker(m.cfg.NodeTimeout / 5)
 	defer tick.Stop()
 	for {
@@ -149,5 +159,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 }
 
-// Shutdown releases the nodes' held polls so that the HTTP server can stop.
-func (m *Manager) Shutdown() { m.hub.closeAll() }
+// Shutdown releases the nodes' held polls and tunnels so that the HTTP
+// server can stop.
+func (m *Manager) Shutdown() {
+	m.hub.closeAll()
+	m.tunnels.closeAll()
+}

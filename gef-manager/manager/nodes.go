@@ -88,7 +88,7 @@ func (m *Manager) Poll(ctx context.Context, p Principal, req gef.PollRequest) (g
 			return gef.PollResponse{}, err
 		}
 		resp, err := m.pollOnce(ctx, node, req, stopping)
-		if err != nil || len(resp.Jobs)+len(resp.Cancel)+len(resp.Builds) > 0 {
+		if err != nil || !resp.Empty() {
 			return resp, err
 		}
 		select {
@@ -105,6 +105,9 @@ func (m *Manager) Poll(ctx context.Context, p Principal, req gef.PollRequest) (g
 
 func (m *Manager) pollOnce(ctx context.Context, node string, req gef.PollRequest, stopping map[string]bool) (gef.PollResponse, error) {
 	resp := gef.PollResponse{Jobs: []gef.Assignment{}, Cancel: []string{}}
+	if err := m.pollSessions(ctx, node, req, &resp); err != nil {
+		return resp, err
+	}
 	active, err := m.store.ActiveJobs(ctx, node)
 	if err != nil {
 		return resp, err

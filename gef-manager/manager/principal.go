@@ -48,6 +48,11 @@ func (m *Manager) Authenticate(ctx context.Context, token string) (Principal, er
 	if err != nil {
 		return Principal{}, err
 	}
+	return m.principal(ctx, token, c)
+}
+
+// principal is who a verified token speaks for.
+func (m *Manager) principal(ctx context.Context, token string, c *auth.Claims) (Principal, error) {
 	if c.Kind == auth.KindAPI {
 		t, u, err := m.store.TokenByHash(ctx, auth.HashToken(token))
 		switch {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -66,6 +67,8 @@ type Config struct {
 	RescanInterval time.Duration
 	// FetchTimeout bounds fetching one image the node lacks. Default 30 min.
 	FetchTimeout time.Duration
+	// Sessions tunes long-lived service sessions.
+	Sessions SessionConfig
 }
 
 func (c *Config) setDefaults() {
@@ -112,6 +115,7 @@ func (c *Config) setDefaults() {
 	if c.FetchTimeout == 0 {
 		c.FetchTimeout = 30 * time.Minute
 	}
+	c.Sessions.setDefaults()
 }
 
 // Validate reports a configuration the agent cannot run with.
@@ -126,6 +130,9 @@ func (c Config) Validate() error {
 		return errors.New("agent: capacity must be at least 1")
 	case c.DefaultMemoryBytes > c.MaxMemoryBytes || c.DefaultCPUs > c.MaxCPUs || c.DefaultTimeout > c.MaxTimeout:
 		return errors.New("agent: a default limit is above its maximum")
+	}
+	if err := c.Sessions.validate(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for _, d := range c.Datasets {
@@ -153,6 +160,10 @@ type Manager interface {
 	ReportBuild(ctx context.Context, id string, r gef.BuildReport) (gef.Build, error)
 	AppendBuildLog(ctx context.Context, id string, attempt, seq int, stream string, data []byte) error
 	BuildUploadURL(ctx context.Context, id string) (string, error)
+	ReportSession(ctx context.Context, id string, r gef.SessionReport) (gef.Session, error)
+	// Tunnel opens a connection to the manager that carries the
+	// sessions' traffic; it lives until ctx ends or it breaks.
+	Tunnel(ctx context.Context) (net.Conn, error)
 }
 
 // Agent runs a node.
@@ -166,9 +177,10 @@ type Agent struct {
 	engine   EngineInfo
 	digests  *digests
 
-	mu     sync.Mutex
-	tasks  map[string]*task
-	builds map[string]*buildTask
+	mu       sync.Mutex
+	tasks    map[string]*task
+	builds   map[string]*buildTask
+	sessions *sessionSet
 	// fetches makes concurrent jobs needing one image fetch it once.
 	fetches singleflight.Group
 	// shutdownReason ends the jobs still running when the agent stops.
@@ -196,8 +208,8 @@ func New(cfg Config, rt Runtime, mgr Manager, log *slog.Logger) (*Agent, error) 
 		ds[d.Name] = d.Dir
 	}
 	return &Agent{cfg: cfg, rt: rt, mgr: mgr, log: log, http: &http.Client{}, datasets: ds, tasks: map[string]*task{},
-		builds:         map[string]*buildTask{},
-		digests:        newDigests(cfg.WorkDir),
+		builds:  map[string]*buildTask{},
+		digests: newDigests(cfg.WorkDir), sessions: newSessionSet(),
 		shutdownReason: "the node agent shut down", registered: make(chan struct{})}, nil
 }
 
@@ -217,6 +229,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.removeStale(ctx); err != nil {
 		return err
 	}
+	if err := a.prepareSessions(ctx); err != nil {
+		return err
+	}
 	reg, err := a.registration(ctx)
 	if err != nil {
 		return err
@@ -228,6 +243,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	close(a.registered)
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.rescan(ctx, a.cfg.RescanInterval) }()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.runTunnel(ctx)
+	}()
 
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
@@ -256,7 +276,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		for _, b := range resp.Builds {
 			a.startBuild(ctx, b)
 		}
+		for _, id := range resp.StopSessions {
+			a.stopSession(id, "")
+		}
+		for _, s := range resp.Sessions {
+			a.startSession(ctx, s)
+		}
 	}
+	a.stopAllSessions(a.shutdownReason)
 	a.mu.Lock()
 	for _, t := range a.tasks {
 		t.stop(a.shutdownReason)
@@ -336,6 +363,9 @@ func (a *Agent) pollRequest() gef.PollRequest {
 	}
 	sort.Strings(req.Running)
 	sort.Strings(req.Stopping)
+	if a.cfg.Sessions.Capacity >= 0 {
+		req.SessionFree, req.Sessions = a.sessionStatus()
+	}
 	return req
 }
 
