@@ -308,4 +308,6 @@ func (f *fakeManager) ReportBuild(context.Context, string, gef.BuildReport) (gef
 func (f *fakeManager) AppendBuildLog(context.Context, string, int, int, string, []byte) error {
 	return gef.ErrNotFound
 }
-func (f *fakeManager) BuildUploadURL(context.Context, string) (string, error) { return "", gef.ErrNotFound }
+func (f *fakeManager) BuildUploadURL(context.Context, string) (string, error) {
+	return "", gef.ErrNotFound
+}
