@@ -118,11 +118,18 @@ type JobReport struct {
 	ExitCode    *int         `json:"exit_code,omitempty"`
 	Reason      string       `json:"reason,omitempty"`
 	Outputs     []OutputFile `json:"outputs,omitempty"`
+	// Status says what the job waits for in its current state. A report
+	// of the state the job is in with a status updates only the status;
+	// each such report also shows the job is still making progress.
+	Status string `json:"status,omitempty"`
 }
 
 // UploadRequest asks for upload URLs for a job's output files.
 type UploadRequest struct {
 	Files []OutputFile `json:"files"` // Name and Path are used
+	// Attempt is the attempt the node runs; URLs are refused for an
+	// attempt that is no longer the job's. 0 skips the check.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // UploadResponse maps each requested file, as Name+"/"+Path, to a URL that
