@@ -30,6 +30,9 @@ type Config struct {
 	LogTailBytes int
 	// SessionTTL is the lifetime of browser session tokens. Default 12 h.
 	SessionTTL time.Duration
+	// Retries and the limits of the states that are not final; see
+	// reliability.go and docs/operations.md.
+	Reliability
 }
 
 func (c *Config) setDefaults() {
@@ -48,6 +51,7 @@ func (c *Config) setDefaults() {
 	if c.SessionTTL == 0 {
 		c.SessionTTL = 12 * time.Hour
 	}
+	c.Reliability.setDefaults()
 }
 
 // Validate reports a configuration that cannot work.
@@ -59,7 +63,7 @@ func (c Config) Validate() error {
 	if c.LogTailBytes < 1024 {
 		return errors.New("manager: log tail must be at least 1 KiB")
 	}
-	return nil
+	return c.Reliability.validate()
 }
 
 // Manager is the manager's core.
@@ -73,6 +77,7 @@ type Manager struct {
 	logs    *liveLogs
 	metrics *Metrics
 	now     func() time.Time
+	rel     *reliability
 }
 
 // New assembles a manager. Run must be called for node liveness to work.
@@ -81,10 +86,12 @@ func New(cfg Config, st *store.Store, objects gef.ObjectStore, issuer *auth.Issu
 		return nil, err
 	}
 	cfg.setDefaults()
-	return &Manager{
+	m := &Manager{
 		cfg: cfg, store: st, objects: objects, issuer: issuer, log: log,
 		hub: newHub(), logs: newLiveLogs(cfg.LogTailBytes), metrics: newMetrics(), now: time.Now,
-	}, nil
+	}
+	m.rel = newReliability(m)
+	return m, nil
 }
 
 // Metrics returns the manager's Prometheus metrics.
@@ -104,21 +111,12 @@ func (m *Manager) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Run does the manager's background work until ctx ends: it marks silent
-// nodes down and ends the jobs they held.
+// Run does the manager's background work until ctx ends: it listens for
+// wakeups sent by other managers on the same database, marks silent nodes
+// down and retries or ends the jobs they held, and ends or retries jobs
+// that stayed too long in a state.
 func (m *Manager) Run(ctx context.Context) error {
-	tick := time.NewTicker(m.cfg.NodeTimeout / 5)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-			if err := m.reapNodes(ctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("reaping silent nodes", "err", err)
-			}
-		}
-	}
+	return m.rel.run(ctx)
 }
 
 // Shutdown releases the nodes' held polls so that the HTTP server can stop.

@@ -17,7 +17,7 @@ func (m *Manager) Output(ctx context.Context, p Principal, id, name, path string
 	}
 	for _, o := range j.Outputs {
 		if o.Name == name && o.Path == path {
-			rc, _, err := m.objects.Get(ctx, gef.OutputKey(id, name, path))
+			rc, _, err := m.objects.Get(ctx, gef.AttemptOutputKey(id, j.Attempt, name, path))
 			if err != nil {
 				return nil, gef.OutputFile{}, fmt.Errorf("manager: output %s/%s of job %s: %w", name, path, id, err)
 			}

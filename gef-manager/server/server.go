@@ -82,6 +82,7 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 	node.POST("/jobs/:id/report", s.nodeReport)
 	node.POST("/jobs/:id/logs", s.nodeLogs)
 	node.POST("/jobs/:id/uploads", s.nodeUploads)
+	node.GET("/jobs/:id/assignment", s.nodeAssignment)
 
 	if blobs != nil {
 		// Presigned URLs carry their own signature; no bearer token.
