@@ -125,7 +125,8 @@ type Manager interface {
 	Poll(ctx context.Context, req gef.PollRequest) (gef.PollResponse, error)
 	Report(ctx context.Context, id string, r gef.JobReport) (gef.Job, error)
 	AppendLog(ctx context.Context, id string, attempt, seq int, stream string, data []byte) error
-	UploadURLs(ctx context.Context, id string, files []gef.OutputFile) (map[string]string, error)
+	UploadURLs(ctx context.Context, id string, attempt int, files []gef.OutputFile) (map[string]string, error)
+	Assignment(ctx context.Context, id string) (gef.Assignment, error)
 }
 
 // Agent runs a node.
@@ -138,12 +139,21 @@ type Agent struct {
 	datasets map[string]string
 	engine   EngineInfo
 
+	outbox *outbox
+
 	mu    sync.Mutex
 	tasks map[string]*task
+	// next holds a later attempt of a job whose earlier attempt still
+	// stops here; it starts when that one is gone.
+	next map[string]gef.Assignment
 	// shutdownReason ends the jobs still running when the agent stops.
 	shutdownReason string
 	registered     chan struct{}
 	wg             sync.WaitGroup
+	// detached is closed when the agent stops waiting for the manager:
+	// what is left is taken up by the next run (see adopt.go).
+	detached chan struct{}
+	stopping bool
 }
 
 // Label keys set on every container the agent makes.
@@ -164,8 +174,13 @@ func New(cfg Config, rt Runtime, mgr Manager, log *slog.Logger) (*Agent, error) 
 		ds[d.Name] = d.Dir
 	}
 	return &Agent{cfg: cfg, rt: rt, mgr: mgr, log: log, http: &http.Client{}, datasets: ds, tasks: map[string]*task{},
-		shutdownReason: "the node agent shut down", registered: make(chan struct{})}, nil
+		next: map[string]gef.Assignment{}, shutdownReason: "the node agent shut down", registered: make(chan struct{}),
+		detached: make(chan struct{})}, nil
 }
+
+// shutdownGrace bounds how long a stopping agent waits for the manager to
+// take its last reports; the next run delivers what is left.
+const shutdownGrace = 15 * time.Second
 
 // Run serves jobs until ctx ends, then stops the running containers and
 // waits for their reports.
@@ -180,9 +195,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Join(a.cfg.WorkDir, "jobs"), 0o755); err != nil {
 		return fmt.Errorf("agent: work dir: %w", err)
 	}
-	if err := a.removeStale(ctx); err != nil {
+	if a.outbox, err = openOutbox(filepath.Join(a.cfg.WorkDir, "outbox"), a.mgr, a.log); err != nil {
 		return err
 	}
+	outboxCtx, stopOutbox := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() {
+		stopOutbox()
+		a.outbox.wait()
+	}()
 	reg, err := a.registration(ctx)
 	if err != nil {
 		return err
@@ -191,9 +211,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.log.Info("node registered", "node", a.cfg.Name, "datasets", len(reg.Datasets), "capacity", a.cfg.Capacity)
+	// Take up what an earlier run left before the first poll, whose list
+	// of running jobs tells the manager which jobs this node still holds.
+	if err := a.adopt(ctx); err != nil {
+		return err
+	}
+	a.outbox.start(outboxCtx)
 	close(a.registered)
+	go a.reconcileLoop(ctx)
 
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	failing := false
 	for ctx.Err() == nil {
 		resp, err := a.mgr.Poll(ctx, a.pollRequest())
 		if err != nil {
@@ -207,22 +235,31 @@ func (a *Agent) Run(ctx context.Context) error {
 				continue
 			}
 			a.log.Warn("poll failed", "err", err)
+			failing = true
 			backoff.wait(ctx)
 			continue
+		}
+		if failing {
+			// The manager is back: deliver what waited for it now.
+			failing = false
+			a.outbox.retryNow()
 		}
 		backoff.reset()
 		for _, id := range resp.Cancel {
 			a.cancel(id)
 		}
 		for _, job := range resp.Jobs {
-			a.start(ctx, job)
+			a.start(job)
 		}
 	}
 	a.mu.Lock()
+	a.stopping = true
 	for _, t := range a.tasks {
 		t.stop(a.shutdownReason)
 	}
 	a.mu.Unlock()
+	grace := time.AfterFunc(shutdownGrace, func() { close(a.detached) })
+	defer grace.Stop()
 	a.wg.Wait()
 	return nil
 }
@@ -279,6 +316,7 @@ func (a *Agent) Refresh(ctx context.Context) error {
 }
 
 func (a *Agent) pollRequest() gef.PollRequest {
+	finals := a.outbox.finals()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	req := gef.PollRequest{Free: a.cfg.Capacity - len(a.tasks), WaitMS: int(a.cfg.PollWait / time.Millisecond),
@@ -289,26 +327,49 @@ func (a *Agent) pollRequest() gef.PollRequest {
 			req.Stopping = append(req.Stopping, id)
 		}
 	}
+	// A job whose final report waits in the outbox is still this node's.
+	for _, id := range finals {
+		if _, ok := a.tasks[id]; !ok {
+			req.Running = append(req.Running, id)
+		}
+	}
 	sort.Strings(req.Running)
 	sort.Strings(req.Stopping)
 	return req
 }
 
-func (a *Agent) start(ctx context.Context, job gef.Assignment) {
+func (a *Agent) start(job gef.Assignment) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, ok := a.tasks[job.JobID]; ok {
+	a.startLocked(newTask(a, job))
+}
+
+// startLocked runs t unless its job is already here; a.mu is held. A later
+// attempt of a job whose earlier attempt is still here (the manager gave
+// the job up and handed it back) waits for the earlier one to stop.
+func (a *Agent) startLocked(t *task) {
+	id := t.job.JobID
+	if cur, ok := a.tasks[id]; ok {
+		if t.job.Attempt > cur.job.Attempt {
+			a.next[id] = t.job
+			cur.stop("")
+		}
 		return
 	}
-	t := newTask(a, job)
-	a.tasks[job.JobID] = t
+	a.tasks[id] = t
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		t.run(context.WithoutCancel(ctx))
+		t.run(context.Background())
 		a.mu.Lock()
-		delete(a.tasks, job.JobID)
-		a.mu.Unlock()
+		defer a.mu.Unlock()
+		delete(a.tasks, id)
+		if nxt, ok := a.next[id]; ok {
+			delete(a.next, id)
+			if !a.stopping {
+				a.startLocked(newTask(a, nxt))
+			}
+		}
 	}()
 }
 
@@ -319,23 +380,6 @@ func (a *Agent) cancel(id string) {
 	if ok {
 		t.stop("")
 	}
-}
-
-// removeStale removes containers a previous run of this node left behind.
-// Their jobs were not reported as running by this process, so the manager
-// has ended them.
-func (a *Agent) removeStale(ctx context.Context) error {
-	stale, err := a.rt.Containers(ctx, map[string]string{LabelNode: a.cfg.Name})
-	if err != nil {
-		return fmt.Errorf("agent: list containers: %w", err)
-	}
-	for _, c := range stale {
-		a.log.Warn("removing a container left by an earlier run", "container", c.ID, "job", c.Labels[LabelJob])
-		if err := a.rt.Remove(ctx, c.ID); err != nil {
-			return fmt.Errorf("agent: remove stale container: %w", err)
-		}
-	}
-	return nil
 }
 
 // retryable reports whether an error from the manager may pass: anything
