@@ -145,7 +145,15 @@ func (m *Manager) pollOnce(ctx context.Context, node string, req gef.PollRequest
 	if err != nil {
 		return resp, err
 	}
-	free := min(req.Free, n.Capacity-len(active))
+	// A job the node listed that has ended since frees its slot now: the
+	// node is only removing its container.
+	freed := 0
+	for _, id := range req.Running {
+		if !mine[id] {
+			freed++
+		}
+	}
+	free := min(req.Free+freed, n.Capacity-len(active))
 	if free <= 0 || n.State != gef.NodeReady {
 		return resp, nil
 	}
@@ -194,6 +202,8 @@ func (m *Manager) Report(ctx context.Context, p Principal, id string, r gef.JobR
 	}
 	if applied && j.State.Final() {
 		m.finished(j)
+		// Its slot is free: the node's held poll can take the next job.
+		m.wake(ctx, p.Name)
 	}
 	return j, nil
 }

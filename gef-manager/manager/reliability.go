@@ -123,6 +123,7 @@ type reliability struct {
 	retries  prometheus.Counter
 	overdue  *prometheus.CounterVec
 	nodeLoss prometheus.Counter
+	wakeups  prometheus.Counter
 }
 
 func newReliability(m *Manager) *reliability {
@@ -135,8 +136,10 @@ func newReliability(m *Manager) *reliability {
 			Name: "gef_jobs_overdue_total", Help: "Jobs that passed the limit of a state, by limit."}, []string{"limit"}),
 		nodeLoss: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gef_nodes_lost_total", Help: "Nodes marked down after missing their heartbeats."}),
+		wakeups: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gef_wakeups_received_total", Help: "Wakeups of held polls received from other managers."}),
 	}
-	m.metrics.Registry.MustRegister(r.retries, r.overdue, r.nodeLoss)
+	m.metrics.Registry.MustRegister(r.retries, r.overdue, r.nodeLoss, r.wakeups)
 	r.healthySince.Store(m.now().UnixNano())
 	return r
 }
@@ -187,8 +190,10 @@ func (r *reliability) listen(ctx context.Context) {
 				r.m.hub.wakeAll()
 			case from == r.replica:
 			case nodes == "*":
+				r.wakeups.Inc()
 				r.m.hub.wakeAll()
 			default:
+				r.wakeups.Inc()
 				r.m.hub.wake(strings.Split(nodes, ",")...)
 			}
 		}, func(up bool) {

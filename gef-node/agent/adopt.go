@@ -2,12 +2,15 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/eudat-gef/gef"
@@ -22,6 +25,32 @@ import (
 // staged, or finished with the final report still to deliver. It removes
 // the containers and directories of jobs the manager no longer gives it.
 
+// ownLabels select the containers this node made with this work directory.
+func (a *Agent) ownLabels() map[string]string {
+	return map[string]string{LabelNode: a.cfg.Name, LabelInstance: a.instance}
+}
+
+// instanceID reads the work directory's id, making one the first time.
+func instanceID(workDir string) (string, error) {
+	path := filepath.Join(workDir, "instance")
+	b, err := os.ReadFile(path)
+	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("agent: instance id: %w", err)
+	}
+	id := make([]byte, 8)
+	if _, err := rand.Read(id); err != nil {
+		return "", fmt.Errorf("agent: instance id: %w", err)
+	}
+	s := hex.EncodeToString(id)
+	if err := writeFileSynced(path, []byte(s+"\n")); err != nil {
+		return "", fmt.Errorf("agent: instance id: %w", err)
+	}
+	return s, nil
+}
+
 // reconcileEvery is how often containers no task tracks are looked for.
 const reconcileEvery = time.Minute
 
@@ -29,7 +58,7 @@ const reconcileEvery = time.Minute
 // first poll, so the poll lists the adopted jobs and the manager keeps
 // them this node's.
 func (a *Agent) adopt(ctx context.Context) error {
-	left, err := a.rt.Containers(ctx, map[string]string{LabelNode: a.cfg.Name})
+	left, err := a.rt.Containers(ctx, a.ownLabels())
 	if err != nil {
 		return fmt.Errorf("agent: list containers: %w", err)
 	}
@@ -94,7 +123,9 @@ func cmpErr(err error, attempt int) string {
 func (a *Agent) assignment(ctx context.Context, id string) (gef.Assignment, error) {
 	b := newBackoff(200*time.Millisecond, 5*time.Second)
 	for {
-		job, err := a.mgr.Assignment(ctx, id)
+		cctx, cancel := context.WithTimeout(ctx, callLimit)
+		job, err := a.mgr.Assignment(cctx, id)
+		cancel()
 		if err == nil || !retryable(err) {
 			return job, err
 		}
@@ -150,7 +181,7 @@ func (a *Agent) reconcileLoop(ctx context.Context) {
 }
 
 func (a *Agent) reconcile(ctx context.Context) error {
-	cs, err := a.rt.Containers(ctx, map[string]string{LabelNode: a.cfg.Name})
+	cs, err := a.rt.Containers(ctx, a.ownLabels())
 	if err != nil {
 		return err
 	}

@@ -139,7 +139,8 @@ type Agent struct {
 	datasets map[string]string
 	engine   EngineInfo
 
-	outbox *outbox
+	outbox   *outbox
+	instance string // see LabelInstance
 
 	mu    sync.Mutex
 	tasks map[string]*task
@@ -161,6 +162,10 @@ const (
 	LabelJob     = "org.eudat.gef.job"
 	LabelAttempt = "org.eudat.gef.attempt"
 	LabelNode    = "org.eudat.gef.node"
+	// LabelInstance names the work directory the node keeps the job's
+	// state in, so that two agents of one name on one engine (two
+	// deployments, or tests) never take each other's containers.
+	LabelInstance = "org.eudat.gef.instance"
 )
 
 // New makes an agent.
@@ -195,6 +200,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Join(a.cfg.WorkDir, "jobs"), 0o755); err != nil {
 		return fmt.Errorf("agent: work dir: %w", err)
 	}
+	if a.instance, err = instanceID(a.cfg.WorkDir); err != nil {
+		return err
+	}
 	if a.outbox, err = openOutbox(filepath.Join(a.cfg.WorkDir, "outbox"), a.mgr, a.log); err != nil {
 		return err
 	}
@@ -223,7 +231,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	failing := false
 	for ctx.Err() == nil {
-		resp, err := a.mgr.Poll(ctx, a.pollRequest())
+		resp, err := a.poll(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -292,7 +300,9 @@ func (a *Agent) registration(ctx context.Context) (gef.NodeRegistration, error) 
 func (a *Agent) register(ctx context.Context, reg gef.NodeRegistration) error {
 	backoff := newBackoff(200*time.Millisecond, 10*time.Second)
 	for {
-		err := a.mgr.Register(ctx, reg)
+		cctx, cancel := context.WithTimeout(ctx, callLimit)
+		err := a.mgr.Register(cctx, reg)
+		cancel()
 		if err == nil {
 			return nil
 		}
@@ -313,6 +323,21 @@ func (a *Agent) Refresh(ctx context.Context) error {
 		return err
 	}
 	return a.register(ctx, reg)
+}
+
+// callLimit bounds one call to the manager, so that a connection a network
+// partition cut is given up in time rather than waited on for good.
+const callLimit = 30 * time.Second
+
+// pollSlack is how much longer than its wait a poll may take before the
+// node gives up on it and polls again.
+const pollSlack = 10 * time.Second
+
+// poll sends one long poll, bounded by the wait it asks for plus pollSlack.
+func (a *Agent) poll(ctx context.Context) (gef.PollResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.PollWait+pollSlack)
+	defer cancel()
+	return a.mgr.Poll(ctx, a.pollRequest())
 }
 
 func (a *Agent) pollRequest() gef.PollRequest {

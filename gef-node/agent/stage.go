@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"sync"
@@ -133,7 +134,9 @@ func (t *task) uploadBatch(ctx context.Context, batch []gef.OutputFile, paths ma
 func (t *task) uploadURLs(ctx context.Context, files []gef.OutputFile) (map[string]string, error) {
 	b := newBackoff(200*time.Millisecond, 5*time.Second)
 	for {
-		urls, err := t.a.mgr.UploadURLs(ctx, t.job.JobID, t.job.Attempt, files)
+		cctx, cancel := context.WithTimeout(ctx, callLimit)
+		urls, err := t.a.mgr.UploadURLs(cctx, t.job.JobID, t.job.Attempt, files)
+		cancel()
 		if err == nil {
 			return urls, nil
 		}
@@ -230,7 +233,7 @@ func (t *task) upload(ctx context.Context, path, url string) (string, int64, err
 	}
 	resp, err := t.a.http.Do(req)
 	if err != nil {
-		return "", 0, err
+		return "", 0, withoutSignature(err)
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
@@ -243,4 +246,18 @@ func (t *task) upload(ctx context.Context, path, url string) (string, int64, err
 		return "", 0, fmt.Errorf("the object store answered %s", resp.Status)
 	}
 	return hex.EncodeToString(h.Sum(nil)), fi.Size(), nil
+}
+
+// withoutSignature drops the query of a presigned URL from an error: the
+// signature would let anyone who reads the job's status write its results.
+func withoutSignature(err error) error {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return err
+	}
+	u, perr := url.Parse(ue.URL)
+	if perr != nil {
+		return ue.Err
+	}
+	return fmt.Errorf("%s %s://%s: %w", ue.Op, u.Scheme, u.Host, ue.Err)
 }

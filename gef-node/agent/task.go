@@ -276,7 +276,7 @@ func (t *task) containerSpec(img ImageInfo) (spec, error) {
 		Env:        []string{"GEF_JOB_ID=" + job.JobID},
 		User:       cfg.User,
 		Labels: map[string]string{LabelJob: job.JobID, LabelAttempt: strconv.Itoa(job.Attempt),
-			LabelNode: cfg.Name},
+			LabelNode: cfg.Name, LabelInstance: t.a.instance},
 		Tmpfs:           map[string]string{"/tmp": "rw,nosuid,nodev,size=256m"},
 		ReadOnlyRootfs:  true,
 		Network:         "none",
