@@ -30,7 +30,12 @@ type bundle struct {
 	m     *manager.Manager
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t *testing.T) *bundle { return setupWith(t, nil) }
+
+type managerConfig = manager.Config
+
+// setupWith is setup with the manager's configuration changed by tune.
+func setupWith(t *testing.T, tune func(*managerConfig)) *bundle {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -57,7 +62,11 @@ func setup(t *testing.T) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := manager.New(manager.Config{PollWait: 200 * time.Millisecond, NodeTimeout: time.Second}, st, objects, issuer, log)
+	cfg := manager.Config{PollWait: 200 * time.Millisecond, NodeTimeout: time.Second}
+	if tune != nil {
+		tune(&cfg)
+	}
+	m, err := manager.New(cfg, st, objects, issuer, log)
 	if err != nil {
 		t.Fatal(err)
 	}
