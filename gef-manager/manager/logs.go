@@ -14,8 +14,8 @@ import (
 )
 
 // Logs are kept whole in the object store, one object per chunk as the node
-// sends it, so a node that dies loses at most the chunk in flight and the
-// database never holds log bytes. The manager keeps only a bounded tail of
+// sends it (a node keeps each chunk on its disk until it is stored), and
+// the database never holds log bytes. The manager keeps only a bounded tail of
 // each running job in memory, to serve followers live.
 
 // LogChunk is a piece of a job's output.
