@@ -170,6 +170,34 @@ func TestFaultNodeKilled(t *testing.T) {
 	checkLog(t, jobLog(t, s.admin, j.ID), 3)
 	outputs(t, s, j)
 
+	// Killed for longer than the node timeout: the attempt is lost and
+	// queued again; the restarted agent removes the container the manager
+	// no longer gives it, and runs the retry.
+	j, err = s.admin.Submit(ctx, gef.JobRequest{Service: svc.Name, Dataset: "d", Params: map[string]any{"sleep": 30}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running(t, s, j.ID)
+	stale := containerOf(t, s, j.ID)
+	node.kill()
+	waitJob(t, s.admin, j.ID, time.Minute, "the attempt is lost", func(j gef.Job) bool { return j.State == gef.JobQueued })
+	node = node.restart(t)
+	eventually(t, time.Minute, "the unwanted container is removed", func() bool {
+		_, err := s.rt.Inspect(ctx, stale.ID)
+		return errors.Is(err, gef.ErrNotFound)
+	})
+	waitJob(t, s.admin, j.ID, time.Minute, "the retry runs", func(j gef.Job) bool {
+		return j.Attempt == 2 && j.State == gef.JobRunning
+	})
+	if _, err := s.admin.Cancel(ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	j = waitJob(t, s.admin, j.ID, time.Minute, "the retry is canceled", final)
+	if j.State != gef.JobCanceled || len(j.Attempts) != 2 || j.Attempts[0].State != gef.JobSystemError ||
+		!strings.Contains(j.Attempts[0].Reason, "stopped responding") {
+		t.Fatalf("job: %s %+v", j.State, j.Attempts)
+	}
+
 	// Cleaned up: no container, no job directory, nothing left to send.
 	noContainers(t, s, j.ID, 30*time.Second)
 	emptyDir(t, filepath.Join(s.workDir(site), "jobs"), "the node's job directory")
@@ -321,7 +349,7 @@ func TestFaultObjectStoreDown(t *testing.T) {
 	s := newStackWith(t, stackConfig{minio: &store.cfg})
 	imageID := image(t, s.rt, testimages.TestService)
 	site := randomName("site-a-")
-	s.node(site, map[string]string{"d": dataset(t, map[string]string{"a.txt": "a"})})
+	node := s.node(site, map[string]string{"d": dataset(t, map[string]string{"a.txt": "a"})})
 	svc := s.publish(imageID)
 	ctx := context.Background()
 
@@ -350,6 +378,12 @@ func TestFaultObjectStoreDown(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz answered %d with the object store down", resp.StatusCode)
 	}
+	// The agent dies while it waits; the next one takes the upload up.
+	node.kill()
+	node = node.restart(t)
+	waitJob(t, s.admin, j.ID, time.Minute, "the restarted agent waits for the store", func(j gef.Job) bool {
+		return strings.Contains(node.output(), "adopting a job") && strings.Contains(j.Status, "waiting for the object store")
+	})
 	// Down for 30 s in all.
 	for time.Since(stopped) < 30*time.Second {
 		if cur, err := s.admin.Job(ctx, j.ID); err != nil || cur.State != gef.JobStaging {
