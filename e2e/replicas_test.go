@@ -24,6 +24,11 @@ import (
 	"github.com/eudat-gef/gef/internal/testimages"
 )
 
+// heavyCapacity is the capacity of each node of the heavy tests: four
+// nodes on one engine start at most eight containers at once, about what
+// two cores keep up with.
+const heavyCapacity = 2
+
 // replicaJobs is how many jobs TestFaultTwoManagers runs; GEF_E2E_REPLICA_JOBS
 // changes it.
 func replicaJobs(t *testing.T) int {
@@ -40,8 +45,9 @@ func replicaJobs(t *testing.T) int {
 // TestFaultTwoManagers runs two managers on one PostgreSQL, with half the
 // nodes polling each: a job submitted to one manager reaches a node held
 // by the other at once, and 1,000 jobs run exactly once each.
+//
+// It is not parallel: the heavy tests take the engine one at a time.
 func TestFaultTwoManagers(t *testing.T) {
-	t.Parallel()
 	// Polls are held long, so a job reaching a node held by the other
 	// manager in well under the wait shows the wakeup crossed over.
 	s := newStackWith(t, stackConfig{args: []string{"-poll-wait", "20s", "-node-timeout", "30s"}})
@@ -60,7 +66,7 @@ func TestFaultTwoManagers(t *testing.T) {
 			only2 = name
 			ds["only-on-2"] = shared
 		}
-		nodes = append(nodes, s.nodeVia(url, name, ds, 4))
+		nodes = append(nodes, s.nodeVia(url, name, ds, heavyCapacity))
 	}
 	svc := s.publish(imageID)
 	ctx := context.Background()

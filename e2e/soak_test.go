@@ -61,8 +61,9 @@ func (k *soak) note(format string, args ...any) {
 // lost; the manager killed and restarted; MinIO frozen. Then it checks
 // that every job the manager accepted ended in one final state, and that
 // every succeeded job's outputs are stored with their recorded sha256.
+//
+// It is not parallel: the heavy tests take the engine one at a time.
 func TestSoak(t *testing.T) {
-	t.Parallel()
 	total, bound := soakSettings(t)
 	store := startMinIO(t, "127.0.0.1")
 	s := newStackWith(t, stackConfig{minio: &store.cfg, args: []string{"-retry-avoid", "10s", "-max-attempts-limit", "10"}})
@@ -70,7 +71,7 @@ func TestSoak(t *testing.T) {
 	k := &soak{t: t, s: s, store: store}
 	shared := dataset(t, map[string]string{"a.txt": "a", "b/c.txt": "c"})
 	for i := range 4 {
-		k.nodes = append(k.nodes, s.nodeVia(s.url, randomName(fmt.Sprintf("soak%d-", i)), map[string]string{"shared": shared}, 4))
+		k.nodes = append(k.nodes, s.nodeVia(s.url, randomName(fmt.Sprintf("soak%d-", i)), map[string]string{"shared": shared}, heavyCapacity))
 	}
 	svc := s.publish(imageID)
 	deadline := time.Now().Add(bound)
@@ -99,7 +100,11 @@ func TestSoak(t *testing.T) {
 		if time.Now().After(deadline) {
 			close(stop)
 			<-faultsDone
-			t.Fatalf("after %s, %d of %d jobs are not final; faults:\n%s", bound, open, len(jobs), strings.Join(k.log, "\n"))
+			states := map[gef.JobState]int{}
+			for _, j := range jobs {
+				states[j.State]++
+			}
+			t.Fatalf("after %s, %d of %d jobs are not final %v; faults:\n%s", bound, open, len(jobs), states, strings.Join(k.log, "\n"))
 		}
 		time.Sleep(2 * time.Second)
 	}
