@@ -22,7 +22,7 @@ import (
 // soakSettings are the soak's size and time bound; GEF_SOAK_JOBS and
 // GEF_SOAK_TIMEOUT change them.
 func soakSettings(t *testing.T) (jobs int, bound time.Duration) {
-	jobs, bound = 2000, 15*time.Minute
+	jobs, bound = 2000, 30*time.Minute
 	if v := os.Getenv("GEF_SOAK_JOBS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
