@@ -68,9 +68,9 @@ func (s *Store) Listen(ctx context.Context, channel string, log *slog.Logger, fn
 		return errors.New("store: notifications need PostgreSQL")
 	}
 	l := pq.NewListener(s.dsn, 100*time.Millisecond, 5*time.Second, func(ev pq.ListenerEventType, err error) {
+		// The first connection counts once LISTEN has run, below; a
+		// reconnection listens again before it is announced.
 		switch ev {
-		case pq.ListenerEventConnected:
-			up(true)
 		case pq.ListenerEventReconnected:
 			up(true)
 			fn("*")
@@ -89,6 +89,7 @@ func (s *Store) Listen(ctx context.Context, channel string, log *slog.Logger, fn
 		if err != nil {
 			return fmt.Errorf("store: listen %s: %w", channel, err)
 		}
+		up(true)
 	case <-ctx.Done():
 		return nil
 	}
