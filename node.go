@@ -199,6 +199,10 @@ type JobReport struct {
 	// Limits are the limits the container ran under; sent with the running
 	// report.
 	Limits *Limits `json:"limits,omitempty"`
+	// Status says what the job waits for in its current state. A report
+	// of the state the job is in with a status updates only the status;
+	// each such report also shows the job is still making progress.
+	Status string `json:"status,omitempty"`
 }
 
 // Limits are the resource limits a container actually ran under.
@@ -213,6 +217,9 @@ type Limits struct {
 // UploadRequest asks for upload URLs for a job's output files.
 type UploadRequest struct {
 	Files []OutputFile `json:"files"` // Name and Path are used
+	// Attempt is the attempt the node runs; URLs are refused for an
+	// attempt that is no longer the job's. 0 skips the check.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // UploadResponse maps each requested file, as Name+"/"+Path, to a URL that

@@ -40,10 +40,12 @@ func (c *Client) AppendLog(ctx context.Context, id string, attempt, seq int, str
 	return c.Do(ctx, http.MethodPost, p, bytes.NewReader(data), nil)
 }
 
-// UploadURLs asks for presigned URLs for a job's output files.
-func (c *Client) UploadURLs(ctx context.Context, id string, files []gef.OutputFile) (map[string]string, error) {
+// UploadURLs asks for presigned URLs for the output files of a job's
+// attempt.
+func (c *Client) UploadURLs(ctx context.Context, id string, attempt int, files []gef.OutputFile) (map[string]string, error) {
 	var resp gef.UploadResponse
-	err := c.Do(ctx, http.MethodPost, "/api/v1/node/jobs/"+url.PathEscape(id)+"/uploads", gef.UploadRequest{Files: files}, &resp)
+	err := c.Do(ctx, http.MethodPost, "/api/v1/node/jobs/"+url.PathEscape(id)+"/uploads",
+		gef.UploadRequest{Files: files, Attempt: attempt}, &resp)
 	return resp.URLs, err
 }
 
@@ -102,4 +104,12 @@ func (c *Client) Tunnel(ctx context.Context) (net.Conn, error) {
 		return nil, fmt.Errorf("gef: tunnel: %w: %w", gef.ErrUnavailable, err)
 	}
 	return websocket.NetConn(ctx, ws, websocket.MessageBinary), nil
+}
+
+// Assignment re-reads the assignment of a job this node holds, for an agent
+// that restarted and found the job's container.
+func (c *Client) Assignment(ctx context.Context, id string) (gef.Assignment, error) {
+	var a gef.Assignment
+	err := c.Do(ctx, http.MethodGet, "/api/v1/node/jobs/"+url.PathEscape(id)+"/assignment", nil, &a)
+	return a, err
 }

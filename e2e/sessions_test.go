@@ -22,7 +22,6 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/docker/docker/api/types/network"
-	dockerclient "github.com/docker/docker/client"
 
 	"github.com/eudat-gef/gef"
 	"github.com/eudat-gef/gef/client"
@@ -183,16 +182,6 @@ func peakRSS(t *testing.T, pid int) int64 {
 // resetPeakRSS starts a new peak, where the kernel allows it.
 func resetPeakRSS(pid int) bool {
 	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0) == nil
-}
-
-func dockerAPI(t *testing.T) *dockerclient.Client {
-	t.Helper()
-	dc, err := dockerclient.NewClientWithOpts(dockerclient.FromEnv, dockerclient.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dc.Close() })
-	return dc
 }
 
 // sessionContainer returns the ID of the container running a session.

@@ -47,6 +47,9 @@ type Config struct {
 	RegistryTransport http.RoundTripper
 	// Sessions tunes service sessions.
 	Sessions SessionConfig
+	// Retries and the limits of the states that are not final; see
+	// reliability.go and docs/operations.md.
+	Reliability
 }
 
 func (c *Config) setDefaults() {
@@ -72,6 +75,7 @@ func (c *Config) setDefaults() {
 		c.MaxContextBytes = 512 << 20
 	}
 	c.Sessions.setDefaults()
+	c.Reliability.setDefaults()
 }
 
 // Validate reports a configuration that cannot work.
@@ -86,7 +90,10 @@ func (c Config) Validate() error {
 	if c.MaxImageBytes < 1<<20 || c.MaxContextBytes < 1<<10 {
 		return errors.New("manager: the image limit must be at least 1 MiB and the build context limit at least 1 KiB")
 	}
-	return c.Sessions.validate()
+	if err := c.Sessions.validate(); err != nil {
+		return err
+	}
+	return c.Reliability.validate()
 }
 
 // Manager is the manager's core.
@@ -103,6 +110,7 @@ type Manager struct {
 	// tunnels are the nodes' open tunnels, for reaching sessions.
 	tunnels        *tunnels
 	sessionMetrics *sessionMetrics
+	rel            *reliability
 }
 
 // New assembles a manager. Run must be called for node liveness to work.
@@ -118,6 +126,7 @@ func New(cfg Config, st *store.Store, objects gef.ObjectStore, issuer *auth.Issu
 		tunnels: newTunnels(),
 	}
 	m.sessionMetrics = newSessionMetrics(m.metrics.Registry)
+	m.rel = newReliability(m)
 	return m, nil
 }
 
@@ -138,25 +147,15 @@ func (m *Manager) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Run does the manager's background work until ctx ends: it marks silent
-// nodes down and ends the jobs and sessions they held.
+// Run does the manager's background work until ctx ends: it listens for
+// wakeups sent by other managers on the same database, marks silent nodes
+// down and retries or ends the jobs they held, ends or retries jobs that
+// stayed too long in a state, ends the builds of silent nodes, and keeps
+// sessions to their limits.
 func (m *Manager) Run(ctx context.Context) error {
 	go m.runSessions(ctx)
-	tick := time.NewTicker(m.cfg.NodeTimeout / 5)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-			if err := m.reapNodes(ctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("reaping silent nodes", "err", err)
-			}
-			if err := m.reapBuilds(ctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("ending builds of silent nodes", "err", err)
-			}
-		}
-	}
+	go m.rel.loop(ctx, m.cfg.NodeTimeout/5, "ending builds of silent nodes", m.reapBuilds)
+	return m.rel.run(ctx)
 }
 
 // Shutdown releases the nodes' held polls and tunnels so that the HTTP

@@ -194,6 +194,9 @@ func (m *Manager) Bootstrap(ctx context.Context, name string, role gef.Role) (Ne
 	u, _, err := m.store.UserByName(ctx, name)
 	if errors.Is(err, gef.ErrNotFound) {
 		u, err = m.createUser(ctx, name, role, "")
+		if errors.Is(err, gef.ErrConflict) { // another manager made it just now
+			u, _, err = m.store.UserByName(ctx, name)
+		}
 	}
 	if err != nil {
 		return NewToken{}, fmt.Errorf("manager: bootstrap %s: %w", name, err)

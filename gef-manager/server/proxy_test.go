@@ -286,8 +286,10 @@ func TestSessionRefusals(t *testing.T) {
 // from the cookies of the API and the GUI.
 func TestSessionsOnTheirOwnHost(t *testing.T) {
 	t.Parallel()
-	b := setupWith(t, manager.Config{PollWait: 200 * time.Millisecond, NodeTimeout: time.Second,
-		Sessions: manager.SessionConfig{PublicURL: "https://sessions.example.org", OwnHost: true}})
+	b := setupWith(t, func(c *managerConfig) {
+		*c = manager.Config{PollWait: 200 * time.Millisecond, NodeTimeout: time.Second,
+			Sessions: manager.SessionConfig{PublicURL: "https://sessions.example.org", OwnHost: true}}
+	})
 	if got := b.m.SessionHost(); got != "sessions.example.org" {
 		t.Fatalf("SessionHost = %q", got)
 	}

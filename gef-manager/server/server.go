@@ -107,6 +107,7 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 	node.POST("/builds/:id/upload", s.nodeBuildUpload)
 	node.POST("/sessions/:id/report", s.nodeSessionReport)
 	s.sessionRoutes(r, v1)
+	node.GET("/jobs/:id/assignment", s.nodeAssignment)
 
 	if blobs != nil {
 		// Presigned URLs carry their own signature; no bearer token.

@@ -71,7 +71,7 @@ func (f *fakeManager) Report(context.Context, string, gef.JobReport) (gef.Job, e
 func (f *fakeManager) AppendLog(context.Context, string, int, int, string, []byte) error {
 	return nil
 }
-func (f *fakeManager) UploadURLs(context.Context, string, []gef.OutputFile) (map[string]string, error) {
+func (f *fakeManager) UploadURLs(context.Context, string, int, []gef.OutputFile) (map[string]string, error) {
 	return nil, nil
 }
 
@@ -310,4 +310,7 @@ func (f *fakeManager) AppendBuildLog(context.Context, string, int, int, string, 
 }
 func (f *fakeManager) BuildUploadURL(context.Context, string) (string, error) {
 	return "", gef.ErrNotFound
+}
+func (f *fakeManager) Assignment(context.Context, string) (gef.Assignment, error) {
+	return gef.Assignment{}, gef.ErrNotFound
 }
