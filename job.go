@@ -1,6 +1,9 @@
 package gef
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // JobState is where a job is in its life. The order of the non-final states
 // is the order a job moves through them; a job never moves backwards.
@@ -79,7 +82,21 @@ type Job struct {
 	Owner       string            `json:"owner"`
 	// Readers may see the job besides its owner and the admins.
 	Readers Readers `json:"readers"`
-	Attempt int     `json:"attempt"`
+	// Attempt counts the runs of the job; the job's state is its last
+	// attempt's.
+	Attempt int `json:"attempt"`
+	// MaxAttempts bounds the runs: a system error (a lost node, an engine
+	// or staging failure) is retried on a node holding the data until this
+	// many attempts have ended.
+	MaxAttempts int `json:"max_attempts"`
+	// RetryFailed retries the service's own failures (a non-zero exit, out
+	// of memory or time) too, within MaxAttempts.
+	RetryFailed bool `json:"retry_failed,omitempty"`
+	// Status says what a job that is not final waits for, e.g. "waiting for
+	// the object store: …" while its outputs cannot be stored.
+	Status string `json:"status,omitempty"`
+	// Attempts lists every run of the job, the last one last.
+	Attempts []Attempt `json:"attempts"`
 	// CancelRequested is set when a cancel reached a job that a node holds;
 	// the job turns canceled once the node has stopped its container.
 	CancelRequested bool       `json:"cancel_requested"`
@@ -163,6 +180,18 @@ func (r Readers) Includes(user string, groups []string) bool {
 	return DatasetAccess{Restricted: true, Users: r.Users, Groups: r.Groups}.Allows(user, groups)
 }
 
+// Attempt is one run of a job on one node.
+type Attempt struct {
+	Attempt  int        `json:"attempt"`
+	Node     string     `json:"node"`
+	State    JobState   `json:"state"`
+	Reason   string     `json:"reason,omitempty"`
+	ExitCode *int       `json:"exit_code,omitempty"`
+	Assigned *time.Time `json:"assigned,omitempty"`
+	Running  *time.Time `json:"running,omitempty"`
+	Finished *time.Time `json:"finished,omitempty"`
+}
+
 // OutputFile is one staged result file.
 type OutputFile struct {
 	Name   string `json:"name"` // the service's declared output
@@ -171,9 +200,21 @@ type OutputFile struct {
 	SHA256 string `json:"sha256"`
 }
 
-// OutputKey is where an output file lives in the object store.
+// OutputKey is where an output file of a job's first attempt lives in the
+// object store.
 func OutputKey(jobID, output, path string) string {
 	return "jobs/" + jobID + "/" + output + "/" + path
+}
+
+// AttemptOutputKey is where an output file of one attempt lives. A later
+// attempt writes under a prefix of its own, so a node that lost its job
+// but still holds upload URLs cannot overwrite the result that was kept.
+// Output names cannot hold '~', so the prefix never meets an output's.
+func AttemptOutputKey(jobID string, attempt int, output, path string) string {
+	if attempt <= 1 {
+		return OutputKey(jobID, output, path)
+	}
+	return "jobs/" + jobID + "/~" + strconv.Itoa(attempt) + "/" + output + "/" + path
 }
 
 // JobRequest asks for a run. See the contract in api/openapi.yaml.
@@ -187,6 +228,11 @@ type JobRequest struct {
 	// earlier succeeded job of the same image, parameters and data, at once
 	// and without running anything. false always runs the job.
 	Reuse *bool `json:"reuse,omitempty"`
+	// MaxAttempts bounds the runs of the job when it meets system errors;
+	// 0 means the manager's default.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// RetryFailed retries a non-zero exit of the service too.
+	RetryFailed bool `json:"retry_failed,omitempty"`
 }
 
 // JobFilter selects jobs for a list. Empty fields match everything.

@@ -131,6 +131,10 @@ type PollRequest struct {
 	WaitMS   int      `json:"wait_ms"` // how long the manager may hold the poll
 	// Builds lists the ids of the builds the node runs; each takes a slot.
 	Builds []string `json:"builds,omitempty"`
+	// SessionFree is how many more sessions the node can start now.
+	SessionFree int `json:"session_free,omitempty"`
+	// Sessions lists the sessions the node runs.
+	Sessions []NodeSession `json:"sessions,omitempty"`
 }
 
 // PollResponse hands a node new work and the jobs it must stop.
@@ -138,6 +142,14 @@ type PollResponse struct {
 	Jobs   []Assignment      `json:"jobs"`
 	Cancel []string          `json:"cancel"`
 	Builds []BuildAssignment `json:"builds,omitempty"`
+	// Sessions are new sessions to start; StopSessions those to stop.
+	Sessions     []SessionAssignment `json:"sessions,omitempty"`
+	StopSessions []string            `json:"stop_sessions,omitempty"`
+}
+
+// Empty reports whether the response gives the node nothing to do.
+func (r PollResponse) Empty() bool {
+	return len(r.Jobs)+len(r.Cancel)+len(r.Builds)+len(r.Sessions)+len(r.StopSessions) == 0
 }
 
 // Assignment is everything a node needs to run one job.
@@ -187,6 +199,10 @@ type JobReport struct {
 	// Limits are the limits the container ran under; sent with the running
 	// report.
 	Limits *Limits `json:"limits,omitempty"`
+	// Status says what the job waits for in its current state. A report
+	// of the state the job is in with a status updates only the status;
+	// each such report also shows the job is still making progress.
+	Status string `json:"status,omitempty"`
 }
 
 // Limits are the resource limits a container actually ran under.
@@ -201,6 +217,9 @@ type Limits struct {
 // UploadRequest asks for upload URLs for a job's output files.
 type UploadRequest struct {
 	Files []OutputFile `json:"files"` // Name and Path are used
+	// Attempt is the attempt the node runs; URLs are refused for an
+	// attempt that is no longer the job's. 0 skips the check.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // UploadResponse maps each requested file, as Name+"/"+Path, to a URL that

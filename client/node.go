@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
+
+	"github.com/coder/websocket"
 
 	"github.com/eudat-gef/gef"
 )
@@ -37,10 +40,12 @@ func (c *Client) AppendLog(ctx context.Context, id string, attempt, seq int, str
 	return c.Do(ctx, http.MethodPost, p, bytes.NewReader(data), nil)
 }
 
-// UploadURLs asks for presigned URLs for a job's output files.
-func (c *Client) UploadURLs(ctx context.Context, id string, files []gef.OutputFile) (map[string]string, error) {
+// UploadURLs asks for presigned URLs for the output files of a job's
+// attempt.
+func (c *Client) UploadURLs(ctx context.Context, id string, attempt int, files []gef.OutputFile) (map[string]string, error) {
 	var resp gef.UploadResponse
-	err := c.Do(ctx, http.MethodPost, "/api/v1/node/jobs/"+url.PathEscape(id)+"/uploads", gef.UploadRequest{Files: files}, &resp)
+	err := c.Do(ctx, http.MethodPost, "/api/v1/node/jobs/"+url.PathEscape(id)+"/uploads",
+		gef.UploadRequest{Files: files, Attempt: attempt}, &resp)
 	return resp.URLs, err
 }
 
@@ -71,4 +76,40 @@ func (c *Client) BuildUploadURL(ctx context.Context, id string) (string, error) 
 	}
 	err := c.Do(ctx, http.MethodPost, "/api/v1/node/builds/"+url.PathEscape(id)+"/upload", nil, &resp)
 	return resp.URL, err
+}
+
+// ReportSession moves a session forward.
+func (c *Client) ReportSession(ctx context.Context, id string, r gef.SessionReport) (gef.Session, error) {
+	var s gef.Session
+	err := c.Do(ctx, http.MethodPost, "/api/v1/node/sessions/"+url.PathEscape(id)+"/report", r, &s)
+	return s, err
+}
+
+// Tunnel opens the node's tunnel: a websocket to the manager, as a
+// net.Conn that lives until ctx ends or either side closes it. The node
+// serves its sessions' connections over it.
+func (c *Client) Tunnel(ctx context.Context) (net.Conn, error) {
+	u := c.base + "/api/v1/node/tunnel"
+	h := http.Header{}
+	if c.token != "" {
+		h.Set("Authorization", "Bearer "+c.token)
+	}
+	ws, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: c.http, HTTPHeader: h,
+		CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			e := &Error{Status: resp.StatusCode, Code: http.StatusText(resp.StatusCode), Message: err.Error()}
+			return nil, e
+		}
+		return nil, fmt.Errorf("gef: tunnel: %w: %w", gef.ErrUnavailable, err)
+	}
+	return websocket.NetConn(ctx, ws, websocket.MessageBinary), nil
+}
+
+// Assignment re-reads the assignment of a job this node holds, for an agent
+// that restarted and found the job's container.
+func (c *Client) Assignment(ctx context.Context, id string) (gef.Assignment, error) {
+	var a gef.Assignment
+	err := c.Do(ctx, http.MethodGet, "/api/v1/node/jobs/"+url.PathEscape(id)+"/assignment", nil, &a)
+	return a, err
 }

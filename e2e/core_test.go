@@ -102,7 +102,7 @@ func outputs(t *testing.T, s *stack, j gef.Job) map[string][]byte {
 		t.Fatal("the job has no outputs")
 	}
 	for _, o := range j.Outputs {
-		key := "jobs/" + j.ID + "/" + o.Name + "/" + o.Path
+		key := gef.AttemptOutputKey(j.ID, j.Attempt, o.Name, o.Path)
 		obj, err := s.s3.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
 		if err != nil {
 			t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -87,6 +89,10 @@ type proc struct {
 	log  *bytes.Buffer
 	mu   *sync.Mutex
 	done chan struct{}
+	// what started it, to start it again
+	env  []string
+	bin  string
+	args []string
 }
 
 type lockedWriter struct {
@@ -102,7 +108,7 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 
 func start(t *testing.T, name string, env []string, bin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan struct{})}
+	p := &proc{name: name, log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan struct{}), env: env, bin: bin, args: args}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(os.Environ(), env...)
 	w := lockedWriter{p.mu, p.log}
@@ -113,7 +119,7 @@ func start(t *testing.T, name string, env []string, bin string, args ...string) 
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		p.stop(syscall.SIGTERM, 20*time.Second)
-		if t.Failed() {
+		if t.Failed() || os.Getenv("GEF_E2E_LOGS") != "" {
 			t.Logf("--- %s log ---\n%s", name, p.output())
 		}
 	})
@@ -124,6 +130,20 @@ func (p *proc) output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.log.String()
+}
+
+// kill ends the process with SIGKILL, as a crash would, and waits for it.
+func (p *proc) kill() { p.stop(syscall.SIGKILL, time.Minute) }
+
+// restart starts the process again as it was started, after it ended.
+func (p *proc) restart(t *testing.T) *proc {
+	t.Helper()
+	select {
+	case <-p.done:
+	default:
+		t.Fatalf("restart %s: it still runs", p.name)
+	}
+	return start(t, p.name, p.env, p.bin, p.args...)
 }
 
 // stop signals the process and waits for it to exit, killing it after grace.
@@ -142,9 +162,12 @@ func (p *proc) stop(sig syscall.Signal, grace time.Duration) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t *testing.T) string { return freePort(t, "127.0.0.1") }
+
+// freePort returns host:port with a port free on host.
+func freePort(t *testing.T, host string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,65 +178,124 @@ func freeAddr(t *testing.T) string {
 // stack is a manager on PostgreSQL with results in MinIO.
 type stack struct {
 	t       *testing.T
-	http    *http.Client
-	tls     *tlsFiles
+	http    *http.Client // trusts the manager's certificate when it serves TLS
 	url     string
 	dir     string
 	admin   *client.Client
-	manager *proc
+	token   string // the admin's
+	manager managerProc
 	s3      *minio.Client
 	bucket  string
 	rt      *docker.Runtime
+	dsn     string
+	minio   testenv.MinIOConfig
+	cfg     stackConfig
 }
 
-func newStack(t *testing.T) *stack { return newStackOpts(t, stackOpts{}) }
-
-// stackOpts varies the manager of a stack.
-type stackOpts struct {
-	tls *tlsFiles // serve HTTPS with this certificate
+// stackConfig varies a stack. The zero value is a manager on 127.0.0.1 on a
+// fresh database of the shared PostgreSQL, with results in the shared MinIO.
+type stackConfig struct {
+	dsn   string               // the database; default a fresh one
+	minio *testenv.MinIOConfig // the object store; default the shared MinIO
+	host  string               // the address the manager listens on; default 127.0.0.1
+	// args are more manager flags; they override the defaults below.
+	args []string
+	// tls makes the manager serve HTTPS with this certificate.
+	tls *tlsFiles
 }
 
-func newStackOpts(t *testing.T, o stackOpts) *stack {
+// managerDefaults are the manager flags of every stack: fast failure
+// detection for tests.
+var managerDefaults = []string{"-node-timeout", "6s", "-poll-wait", "2s", "-sweep-interval", "1s"}
+
+func newStack(t *testing.T) *stack { return newStackWith(t, stackConfig{}) }
+
+func newStackWith(t *testing.T, cfg stackConfig) *stack {
 	t.Helper()
 	rt := engine(t)
-	dsn := testenv.Postgres(t)
-	mc := testenv.MinIO(t)
-	bin := binaries(t)
-	s := &stack{t: t, dir: t.TempDir(), bucket: testenv.Bucket(), rt: rt, http: http.DefaultClient}
-	addr := freeAddr(t)
-	s.url = "http://" + addr
-	args := []string{"-addr", addr, "-data", s.dir, "-s3-endpoint", mc.Endpoint,
-		"-s3-bucket", s.bucket, "-admin-token-file", filepath.Join(s.dir, "admin.token"),
-		"-node-timeout", "6s", "-poll-wait", "2s"}
-	if o.tls != nil {
-		s.url = "https://" + addr
-		s.tls = o.tls
-		s.http = o.tls.client
-		args = append(args, "-tls-cert", o.tls.cert, "-tls-key", o.tls.key)
+	if cfg.dsn == "" {
+		cfg.dsn = testenv.Postgres(t)
 	}
-	s.manager = start(t, "gef-manager", []string{
-		"GEF_DATABASE_URL=" + dsn, "GEF_S3_ACCESS_KEY=" + mc.AccessKey, "GEF_S3_SECRET_KEY=" + mc.SecretKey,
-	}, filepath.Join(bin, "gef-manager"), args...)
-	eventually(t, 30*time.Second, "the manager is ready", func() bool {
-		resp, err := s.http.Get(s.url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		_, err = os.Stat(filepath.Join(s.dir, "admin.token"))
-		return resp.StatusCode == http.StatusOK && err == nil
-	})
+	mc := testenv.MinIO(t)
+	if cfg.minio != nil {
+		mc = *cfg.minio
+	}
+	if cfg.host == "" {
+		cfg.host = "127.0.0.1"
+	}
+	s := &stack{t: t, dir: t.TempDir(), bucket: testenv.Bucket(), rt: rt, dsn: cfg.dsn, minio: mc, cfg: cfg, http: http.DefaultClient}
+	if cfg.tls != nil {
+		s.http = cfg.tls.client
+	}
+	s.manager = s.startManager("gef-manager", "admin.token")
+	s.url = s.manager.url
 	tok, err := os.ReadFile(filepath.Join(s.dir, "admin.token"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.admin = client.New(s.url, strings.TrimSpace(string(tok)), client.WithHTTPClient(s.http))
+	s.token = strings.TrimSpace(string(tok))
+	s.admin = client.New(s.url, s.token, client.WithHTTPClient(s.http))
 	s.s3, err = minio.New(mc.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(mc.AccessKey, mc.SecretKey, "")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.removeBucket() })
 	return s
+}
+
+// managerProc is a running gef-manager and the URL it serves.
+type managerProc struct {
+	*proc
+	url string
+}
+
+// startManager starts a manager on the stack's database, object store and
+// data directory (so all share one signing key), on a free port, and waits
+// until it is ready.
+func (s *stack) startManager(name, tokenFile string) managerProc {
+	t := s.t
+	t.Helper()
+	addr := freePort(t, s.cfg.host)
+	args := append([]string{"-addr", addr, "-data", s.dir, "-s3-endpoint", s.minio.Endpoint,
+		"-s3-bucket", s.bucket, "-admin-token-file", filepath.Join(s.dir, tokenFile)}, managerDefaults...)
+	scheme := "http"
+	if s.cfg.tls != nil {
+		scheme = "https"
+		args = append(args, "-tls-cert", s.cfg.tls.cert, "-tls-key", s.cfg.tls.key)
+	}
+	args = append(args, s.cfg.args...)
+	p := start(t, name, []string{
+		"GEF_DATABASE_URL=" + s.dsn, "GEF_S3_ACCESS_KEY=" + s.minio.AccessKey, "GEF_S3_SECRET_KEY=" + s.minio.SecretKey,
+	}, filepath.Join(binaries(t), "gef-manager"), args...)
+	m := managerProc{proc: p, url: scheme + "://" + addr}
+	s.waitReady(m)
+	return m
+}
+
+// waitReady waits until the manager answers ready and wrote its token.
+func (s *stack) waitReady(m managerProc) {
+	s.t.Helper()
+	token := m.args[slices.Index(m.args, "-admin-token-file")+1]
+	_ = os.Remove(token)
+	eventually(s.t, 60*time.Second, m.name+" is ready", func() bool {
+		resp, err := s.http.Get(m.url + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		_, err = os.Stat(token)
+		return resp.StatusCode == http.StatusOK && err == nil
+	})
+}
+
+// killManager ends the manager with SIGKILL.
+func (s *stack) killManager() { s.manager.kill() }
+
+// restartManager starts the manager again as it was, on the same address.
+func (s *stack) restartManager() {
+	s.t.Helper()
+	s.manager = managerProc{proc: s.manager.restart(s.t), url: s.manager.url}
+	s.waitReady(s.manager)
 }
 
 func (s *stack) removeBucket() {
@@ -227,6 +309,23 @@ func (s *stack) removeBucket() {
 // node starts a gef-node process holding datasets (name → host dir), with
 // extra flags if given.
 func (s *stack) node(name string, datasets map[string]string, extra ...string) *proc {
+	s.t.Helper()
+	return s.nodeVia(s.url, name, datasets, 4, extra...)
+}
+
+// nodeVia starts a gef-node process that talks to the manager at url.
+func (s *stack) nodeVia(url, name string, datasets map[string]string, capacity int, extra ...string) *proc {
+	t := s.t
+	t.Helper()
+	args := append(s.nodeArgs(url, name, datasets), "-capacity", strconv.Itoa(capacity))
+	args = append(args, extra...)
+	p := start(t, "gef-node "+name, nil, filepath.Join(binaries(t), "gef-node"), args...)
+	s.waitNode(name)
+	return p
+}
+
+// nodeArgs makes a node credential and returns the flags of a node.
+func (s *stack) nodeArgs(url, name string, datasets map[string]string) []string {
 	t := s.t
 	t.Helper()
 	ctx := context.Background()
@@ -241,29 +340,42 @@ func (s *stack) node(name string, datasets map[string]string, extra ...string) *
 	if err := os.WriteFile(tokFile, []byte(tok.Secret), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"-manager", s.url, "-token-file", tokFile, "-name", name,
-		"-work-dir", filepath.Join(s.dir, "work-"+name), "-capacity", "4", "-memory", "256"}
+	args := []string{"-manager", url, "-token-file", tokFile, "-name", name,
+		"-work-dir", s.workDir(name), "-memory", "256"}
 	for ds, dir := range datasets {
 		args = append(args, "-dataset", ds+"="+dir)
 	}
-	if s.tls != nil {
-		args = append(args, "-ca-file", s.tls.cert)
+	if s.cfg.tls != nil {
+		args = append(args, "-ca-file", s.cfg.tls.cert)
 	}
-	args = append(args, extra...)
-	p := start(t, "gef-node "+name, nil, filepath.Join(binaries(t), "gef-node"), args...)
-	eventually(t, 30*time.Second, "node "+name+" is ready", func() bool {
-		nodes, err := s.admin.Nodes(ctx)
-		if err != nil {
-			return false
-		}
-		for _, n := range nodes {
-			if n.Name == name && n.State == gef.NodeReady {
-				return true
-			}
-		}
-		return false
+	return args
+}
+
+// workDir is a node's work directory.
+func (s *stack) workDir(name string) string { return filepath.Join(s.dir, "work-"+name) }
+
+// waitNode waits until a node is registered and ready.
+func (s *stack) waitNode(name string) {
+	s.t.Helper()
+	ctx := context.Background()
+	eventually(s.t, 30*time.Second, "node "+name+" is ready", func() bool {
+		n, err := s.node1(ctx, name)
+		return err == nil && n.State == gef.NodeReady
 	})
-	return p
+}
+
+// node1 returns one node as the manager sees it.
+func (s *stack) node1(ctx context.Context, name string) (gef.Node, error) {
+	nodes, err := s.admin.Nodes(ctx)
+	if err != nil {
+		return gef.Node{}, err
+	}
+	for _, n := range nodes {
+		if n.Name == name {
+			return n, nil
+		}
+	}
+	return gef.Node{}, fmt.Errorf("no node %s: %w", name, gef.ErrNotFound)
 }
 
 func isConflict(err error) bool {
@@ -336,3 +448,7 @@ func readFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	return string(b), err
 }
+
+// noReuse switches reuse off for a request: a test of how jobs run must not
+// be answered by an earlier identical job.
+func noReuse() *bool { return new(bool) }

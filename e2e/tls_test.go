@@ -66,7 +66,7 @@ func selfSigned(t *testing.T) *tlsFiles {
 // TestTLS runs a job with the manager serving HTTPS and the node trusting
 // its certificate, and shows plain HTTP and untrusted clients get nowhere.
 func TestTLS(t *testing.T) {
-	s := newStackOpts(t, stackOpts{tls: selfSigned(t)})
+	s := newStackWith(t, stackConfig{tls: selfSigned(t)})
 	imageID := image(t, s.rt, testimages.TestService)
 	s.node("site-a", map[string]string{"d": dataset(t, map[string]string{"x": "x"})})
 	svc := s.publish(imageID)

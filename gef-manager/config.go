@@ -74,6 +74,11 @@ func parseFlags(args []string) (Config, error) {
 	fs := flag.NewFlagSet("gef-manager", flag.ContinueOnError)
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address")
 	fs.StringVar(&c.PublicURL, "public-url", "", "the URL nodes and browsers use (default http://ADDR)")
+	fs.StringVar(&c.Manager.Sessions.PublicURL, "session-url", "",
+		"a URL on a host name of its own for sessions, e.g. https://sessions.example.org (default: -public-url)")
+	fs.DurationVar(&c.Manager.Sessions.DefaultIdle, "session-idle", time.Hour, "idle timeout of a session that names none")
+	fs.DurationVar(&c.Manager.Sessions.DefaultLifetime, "session-lifetime", 24*time.Hour, "maximum lifetime of a session that names none")
+	fs.DurationVar(&c.Manager.Sessions.MaxLifetime, "session-max-lifetime", 30*24*time.Hour, "the longest lifetime a session may ask for")
 	fs.BoolVar(&c.Dev, "dev", false, "run everything in one process: SQLite, local results, an in-process node, a demo service")
 	fs.BoolVar(&c.Demo, "demo", false, "with -dev, run the demo job and print its result")
 	fs.StringVar(&c.DataDir, "data", "", "data directory (default ./gef-data in dev mode)")
@@ -93,6 +98,19 @@ func parseFlags(args []string) (Config, error) {
 	fs.Int64Var(&imageMiB, "max-image-mib", 8192, "largest service image tarball taken (uploaded, pulled or built), MiB")
 	fs.Int64Var(&contextMiB, "max-context-mib", 512, "largest build context taken, MiB")
 	fs.StringVar(&c.Manager.TempDir, "tmp-dir", "", "where image tarballs are spooled while checked (default: the system's)")
+	r := &c.Manager.Reliability
+	fs.IntVar(&r.DefaultMaxAttempts, "max-attempts", 3, "runs of a job that meets system errors, unless its request says")
+	fs.IntVar(&r.MaxAttemptsLimit, "max-attempts-limit", 10, "most runs a request may ask for")
+	fs.DurationVar(&r.RetryAvoid, "retry-avoid", time.Minute, "keep a retried job off the node it failed on this long, if another holds its data")
+	fs.DurationVar(&r.QueueTimeout, "queue-timeout", 7*24*time.Hour, "end a job no node took within this long")
+	fs.DurationVar(&r.AssignedTimeout, "assigned-timeout", 5*time.Minute, "retry a job its node did not start within this long")
+	fs.DurationVar(&r.FetchTimeout, "fetch-timeout", 30*time.Minute, "retry a job whose image was not fetched within this long")
+	fs.DurationVar(&r.MaxRunTime, "max-run-time", 7*24*time.Hour, "wall time of a job whose service sets none")
+	fs.DurationVar(&r.RunGrace, "run-grace", 15*time.Minute, "retry a job still running this long past its wall time")
+	fs.DurationVar(&r.StagingStallTimeout, "staging-stall-timeout", 30*time.Minute, "retry a job in staging whose node said nothing this long")
+	fs.DurationVar(&r.StagingTimeout, "staging-timeout", 24*time.Hour, "retry a job still staging this long after staging began")
+	fs.DurationVar(&r.CancelTimeout, "cancel-timeout", 5*time.Minute, "end a job as canceled if its node did not confirm the stop within this long")
+	fs.DurationVar(&r.SweepInterval, "sweep-interval", 15*time.Second, "how often state limits are enforced")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log in JSON")
 	fs.IntVar(&c.NodeCapacity, "node-capacity", 0, "jobs the dev-mode node runs at once (default: CPUs)")
@@ -169,6 +187,11 @@ func (c *Config) setDefaults() {
 		c.OIDC.RedirectURL = c.PublicURL + "/api/v1/login/oidc/callback"
 	}
 	c.Manager.PublicURL = c.PublicURL
+	if c.Manager.Sessions.PublicURL == "" {
+		c.Manager.Sessions.PublicURL = c.PublicURL
+	} else {
+		c.Manager.Sessions.OwnHost = true
+	}
 }
 
 // Validate reports a configuration the manager cannot start with.
@@ -191,6 +214,9 @@ func (c Config) Validate() error {
 	}
 	if c.Demo && !c.Dev {
 		errs = append(errs, errors.New("-demo needs -dev"))
+	}
+	if u, err := url.Parse(c.Manager.Sessions.PublicURL); c.Manager.Sessions.OwnHost && (err != nil || u.Host == "") {
+		errs = append(errs, fmt.Errorf("-session-url %q is not a URL", c.Manager.Sessions.PublicURL))
 	}
 	if u, err := url.Parse(c.PublicURL); err != nil || u.Host == "" {
 		errs = append(errs, fmt.Errorf("-public-url %q is not a URL", c.PublicURL))

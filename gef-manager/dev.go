@@ -33,6 +33,9 @@ const (
 	demoData   = "demo"
 	demoTag    = "gef/checksum:1.0.0"
 	demoSource = "checksum"
+	// The dataset browser, a long-lived HTTP service, to try sessions.
+	browseTag    = "gef/browse:1.0.0"
+	browseSource = "browse"
 )
 
 var devWG sync.WaitGroup
@@ -65,6 +68,19 @@ func startDev(ctx context.Context, cfg Config, m *manager.Manager, adminToken st
 		return nil, err
 	}
 	img, err := rt.Image(ctx, imageID)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("building the dataset browser image", "tag", browseTag)
+	browseSrc, err := fs.Sub(services.Examples, browseSource)
+	if err != nil {
+		return nil, err
+	}
+	browseID, err := imagebuild.GoImage(ctx, rt, browseSrc, browseSource, browseTag, nil)
+	if err != nil {
+		return nil, err
+	}
+	browseImg, err := rt.Image(ctx, browseID)
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +122,11 @@ func startDev(ctx context.Context, cfg Config, m *manager.Manager, adminToken st
 	if err := devPassword(ctx, m, admin, passwordFile); err != nil {
 		return nil, err
 	}
+	browse, _, err := m.PublishImage(ctx, admin, gef.NodeImage{ID: browseImg.ID, Labels: browseImg.Labels,
+		Entrypoint: browseImg.Entrypoint, Cmd: browseImg.Cmd})
+	if err != nil {
+		return nil, fmt.Errorf("publish the dataset browser: %w", err)
+	}
 	fmt.Printf(`
 GEF is running in dev mode at %[1]s
   database:      %[2]s
@@ -120,8 +141,12 @@ Use it with gefctl:
   export GEF_URL=%[1]s GEF_TOKEN=$(cat %[10]s)
   go run ./gefctl run %[7]s --dataset %[5]s --wait
 
+Browse the dataset in a session, a long-lived service next to it:
+  go run ./gefctl session start %[12]s --dataset %[5]s --name demo-browser --wait
+  go run ./gefctl session open SESSION_ID     # a link that signs a browser in
+
 `, cfg.PublicURL, cfg.Database, filepath.Join(cfg.DataDir, "objects"), devNode, demoData, dataset.Dir,
-		svc.Name, svc.Version, svc.Digest, cfg.AdminTokenFile, passwordFile)
+		svc.Name, svc.Version, svc.Digest, cfg.AdminTokenFile, passwordFile, browse.Name)
 
 	done := make(chan error, 1)
 	if !cfg.Demo {

@@ -63,7 +63,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return fmt.Errorf("data dir: %w", err)
 		}
 	}
-	st, err := store.Open(ctx, cfg.Database, log.With("component", "store"))
+	st, err := openStore(ctx, cfg.Database, log)
 	if err != nil {
 		return err
 	}
@@ -159,6 +159,25 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	cancelRun()
 	waitDev(shutCtx)
 	return nil
+}
+
+// openStore opens the database, waiting for it while it cannot be reached:
+// a manager started during a database outage comes up once it ends.
+func openStore(ctx context.Context, dsn string, log *slog.Logger) (*store.Store, error) {
+	wait := 200 * time.Millisecond
+	for {
+		st, err := store.Open(ctx, dsn, log.With("component", "store"))
+		if err == nil || !errors.Is(err, gef.ErrUnavailable) {
+			return st, err
+		}
+		log.Warn("waiting for the database", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
 }
 
 func openObjects(ctx context.Context, cfg Config) (gef.ObjectStore, http.Handler, error) {

@@ -58,7 +58,7 @@ func (d *datasetFlags) Set(v string) error {
 func parseFlags(args []string) (Config, error) {
 	var c Config
 	var ds datasetFlags
-	var memMiB, maxMemMiB, logMiB, outMiB int64
+	var memMiB, maxMemMiB, logMiB, outMiB, sessionLogKiB int64
 	fs := flag.NewFlagSet("gef-node", flag.ContinueOnError)
 	fs.StringVar(&c.ManagerURL, "manager", "", "the manager's URL, e.g. https://gef.example.org")
 	fs.StringVar(&c.TokenFile, "token-file", "", "file holding this node's API token")
@@ -77,6 +77,11 @@ func parseFlags(args []string) (Config, error) {
 	fs.Int64Var(&outMiB, "output-limit", 10240, "most a job may write to its outputs, MiB; a job writing more is killed")
 	fs.DurationVar(&c.Agent.RescanInterval, "rescan", time.Minute, "how often to digest the datasets again, to learn of changes (negative: only at start)")
 	fs.StringVar(&c.Agent.User, "container-user", "65534:65534", "uid:gid for containers whose image would run as root")
+	fs.IntVar(&c.Agent.Sessions.Capacity, "session-capacity", 8, "long-lived service sessions run at once, besides jobs; -1 for none")
+	fs.StringVar(&c.Agent.Sessions.Network, "session-network", "gef-sessions", "internal bridge network for session containers")
+	fs.Int64Var(&sessionLogKiB, "session-log-size", 10240, "size of each rotated log file of a session, KiB")
+	fs.IntVar(&c.Agent.Sessions.LogFiles, "session-log-files", 3, "rotated log files kept per session")
+	fs.DurationVar(&c.Agent.StopGrace, "stop-grace", 10*time.Second, "time between SIGTERM and SIGKILL when stopping a container")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log in JSON")
 	if err := fs.Parse(args); err != nil {
@@ -88,6 +93,7 @@ func parseFlags(args []string) (Config, error) {
 	c.Agent.Datasets = ds
 	c.Agent.DefaultMemoryBytes, c.Agent.MaxMemoryBytes = memMiB<<20, maxMemMiB<<20
 	c.Agent.LogLimitBytes, c.Agent.OutputLimitBytes = logMiB<<20, outMiB<<20
+	c.Agent.Sessions.LogFileBytes = sessionLogKiB << 10
 	return c, c.Validate()
 }
 

@@ -48,6 +48,8 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 	noReuse := fs.Bool("no-reuse", false, "run even if an identical earlier run could be reused")
 	wait := fs.Bool("wait", false, "wait for the job to end, showing its progress")
 	follow := fs.Bool("follow", false, "print the job's output live while waiting")
+	attempts := fs.Int("max-attempts", 0, "runs allowed when the job meets system errors (default: the manager's)")
+	retryFailed := fs.Bool("retry-failed", false, "retry a non-zero exit of the service too")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -55,7 +57,7 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 	if len(pos) != 1 {
 		return usagef("usage: gefctl run SERVICE [--dataset D | --input NAME=D ...] [--param K=V ...] [--wait]")
 	}
-	req := gef.JobRequest{Service: pos[0], Version: *version, Dataset: *dataset}
+	req := gef.JobRequest{Service: pos[0], Version: *version, Dataset: *dataset, MaxAttempts: *attempts, RetryFailed: *retryFailed}
 	if *noReuse {
 		req.Reuse = new(bool)
 	}
@@ -131,7 +133,20 @@ func printJob(e *env, j gef.Job) {
 	if j.Reason != "" {
 		fmt.Fprintf(e.out, ": %s", j.Reason)
 	}
+	if j.Status != "" {
+		fmt.Fprintf(e.out, "\nstatus   %s", j.Status)
+	}
 	fmt.Fprintf(e.out, "\nservice  %s %s\nimage    %s\nnode     %s\nowner    %s\n", j.Service, j.Version, j.ImageDigest, j.Node, j.Owner)
+	if len(j.Attempts) > 1 || j.MaxAttempts > 1 {
+		fmt.Fprintf(e.out, "attempts %d of %d\n", len(j.Attempts), j.MaxAttempts)
+		for _, a := range j.Attempts {
+			fmt.Fprintf(e.out, "  %d  %-12s on %s", a.Attempt, a.State, a.Node)
+			if a.Reason != "" {
+				fmt.Fprintf(e.out, ": %s", a.Reason)
+			}
+			fmt.Fprintln(e.out)
+		}
+	}
 	for in, ds := range j.Inputs {
 		fmt.Fprintf(e.out, "input    %s = %s\n", in, ds)
 	}

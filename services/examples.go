@@ -6,5 +6,5 @@ import "embed"
 // with a Go main package and a Dockerfile, so that a gef-manager binary can
 // build its demo image wherever it runs.
 //
-//go:embed checksum/main.go checksum/Dockerfile csvstats/main.go csvstats/Dockerfile
+//go:embed checksum/main.go checksum/Dockerfile csvstats/main.go csvstats/Dockerfile browse/main.go browse/Dockerfile
 var Examples embed.FS

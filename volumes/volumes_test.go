@@ -2,6 +2,7 @@ package volumes
 
 import (
 	"context"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,6 +94,40 @@ func TestRemoveAllWithoutPermissions(t *testing.T) {
 	write(t, filepath.Join(locked, "f"), "x")
 	if err := os.Chmod(locked, 0o500); err != nil {
 		t.Fatal(err)
+	}
+	if err := RemoveAll(filepath.Join(dir, "job")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "job")); !os.IsNotExist(err) {
+		t.Fatalf("job dir still there: %v", err)
+	}
+}
+
+// TestRemoveAllOfAnotherUser removes what a container wrote as another
+// uid, in directories that deny everyone else. The agent that drives
+// Docker runs as root, which may remove them; this shows RemoveAll does.
+func TestRemoveAllOfAnotherUser(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("making files of another uid needs root")
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "job", "out", "result")
+	write(t, filepath.Join(out, "deep", "er", "f"), "x")
+	write(t, filepath.Join(out, "g"), "y")
+	err := filepath.WalkDir(filepath.Join(dir, "job", "out"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, 65534, 65534)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(out, "deep", "er"), filepath.Join(out, "deep"), out} {
+		if err := os.Chmod(p, 0o500); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := RemoveAll(filepath.Join(dir, "job")); err != nil {
 		t.Fatal(err)

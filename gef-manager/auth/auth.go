@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -27,6 +28,9 @@ import (
 const (
 	KindAPI     = "api"     // a long-lived API token, also stored hashed and revocable
 	KindSession = "session" // a short-lived browser session
+	// KindScoped opens one thing only, named by its "scope" claim, such as
+	// one service session. Verify refuses it; only VerifyScoped takes it.
+	KindScoped = "scoped"
 )
 
 // Claims are the claims GEF puts in its tokens.
@@ -35,6 +39,8 @@ type Claims struct {
 	Name string   `json:"name"`
 	Role gef.Role `json:"role"`
 	Kind string   `json:"typ"`
+	// Scope is what a KindScoped token opens.
+	Scope string `json:"scope,omitempty"`
 }
 
 // Key is one Ed25519 signing key and its id.
@@ -125,13 +131,28 @@ func NewIssuer(issuer, audience string, keys ...Key) (*Issuer, error) {
 // Sign issues a token. A zero ttl makes a token that does not expire; only
 // API tokens, which are also checked against the store, may be made so.
 func (i *Issuer) Sign(id string, u gef.User, kind string, ttl time.Duration) (string, time.Time, error) {
+	if kind == KindScoped {
+		return "", time.Time{}, errors.New("auth: sign scoped tokens with SignScoped")
+	}
+	return i.sign(id, u, kind, "", ttl)
+}
+
+// SignScoped issues a token that opens only scope, and expires after ttl.
+func (i *Issuer) SignScoped(id string, u gef.User, scope string, ttl time.Duration) (string, time.Time, error) {
+	if scope == "" || ttl <= 0 {
+		return "", time.Time{}, errors.New("auth: a scoped token needs a scope and an expiry")
+	}
+	return i.sign(id, u, KindScoped, scope, ttl)
+}
+
+func (i *Issuer) sign(id string, u gef.User, kind, scope string, ttl time.Duration) (string, time.Time, error) {
 	now := i.now()
 	c := Claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			ID: id, Subject: u.ID, Issuer: i.issuer, Audience: jwt.ClaimStrings{i.audience},
 			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)),
 		},
-		Name: u.Name, Role: u.Role, Kind: kind,
+		Name: u.Name, Role: u.Role, Kind: kind, Scope: scope,
 	}
 	var exp time.Time
 	if ttl > 0 {
@@ -153,7 +174,32 @@ func (i *Issuer) Sign(id string, u gef.User, kind string, ttl time.Duration) (st
 var ErrInvalidToken = fmt.Errorf("auth: invalid token: %w", gef.ErrUnauthorized)
 
 // Verify checks a token's signature, algorithm, issuer, audience and times.
+// It refuses scoped tokens, which open one thing only.
 func (i *Issuer) Verify(token string) (*Claims, error) {
+	c, err := i.verify(token)
+	if err != nil {
+		return nil, err
+	}
+	if c.Kind == KindScoped {
+		return nil, fmt.Errorf("%w: a token scoped to %s opens nothing else", ErrInvalidToken, c.Scope)
+	}
+	return c, nil
+}
+
+// VerifyScoped checks a token as Verify does, and also takes a scoped
+// token whose scope is one of scopes.
+func (i *Issuer) VerifyScoped(token string, scopes ...string) (*Claims, error) {
+	c, err := i.verify(token)
+	if err != nil {
+		return nil, err
+	}
+	if c.Kind == KindScoped && (c.Scope == "" || !slices.Contains(scopes, c.Scope)) {
+		return nil, fmt.Errorf("%w: the token is scoped to %q", ErrInvalidToken, c.Scope)
+	}
+	return c, nil
+}
+
+func (i *Issuer) verify(token string) (*Claims, error) {
 	var c Claims
 	_, err := jwt.ParseWithClaims(token, &c, i.keyFor,
 		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
@@ -165,7 +211,7 @@ func (i *Issuer) Verify(token string) (*Claims, error) {
 	if c.Kind != KindAPI && c.ExpiresAt == nil {
 		return nil, fmt.Errorf("%w: a %s token must expire", ErrInvalidToken, c.Kind)
 	}
-	if c.Kind != KindAPI && c.Kind != KindSession {
+	if c.Kind != KindAPI && c.Kind != KindSession && c.Kind != KindScoped {
 		return nil, fmt.Errorf("%w: unknown kind %q", ErrInvalidToken, c.Kind)
 	}
 	if !c.Role.Valid() || c.Subject == "" || c.ID == "" {

@@ -185,3 +185,42 @@ func TestHashToken(t *testing.T) {
 		t.Fatal("HashToken is not a stable sha256 hex")
 	}
 }
+
+func TestScopedTokensOpenOnlyTheirScope(t *testing.T) {
+	t.Parallel()
+	i := issuer(t)
+	tok, _, err := i.SignScoped("tok2", ada, "session:S1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := i.Verify(tok); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("Verify(scoped) = %v, want ErrInvalidToken", err)
+	}
+	if _, err := i.VerifyScoped(tok, "session:S2", "name:viewer"); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("VerifyScoped(other scopes) = %v, want ErrInvalidToken", err)
+	}
+	c, err := i.VerifyScoped(tok, "name:viewer", "session:S1")
+	if err != nil || c.Kind != KindScoped || c.Scope != "session:S1" || c.Name != "ada" {
+		t.Errorf("VerifyScoped = %+v, %v", c, err)
+	}
+	// Other tokens pass VerifyScoped as they pass Verify.
+	api, _, _ := i.Sign("tok3", ada, KindAPI, 0)
+	if c, err := i.VerifyScoped(api, "session:S1"); err != nil || c.Kind != KindAPI {
+		t.Errorf("VerifyScoped(api token) = %+v, %v", c, err)
+	}
+	if _, _, err := i.Sign("tok4", ada, KindScoped, time.Hour); err == nil {
+		t.Error("Sign made a scoped token without a scope")
+	}
+	if _, _, err := i.SignScoped("tok5", ada, "session:S1", 0); err == nil {
+		t.Error("SignScoped made a token that never expires")
+	}
+	// A scoped claim forged without a scope is refused.
+	k, _ := NewKey()
+	i2 := issuer(t, k)
+	c2 := Claims{RegisteredClaims: jwt.RegisteredClaims{ID: "x", Subject: "u1", Issuer: "gef", Audience: jwt.ClaimStrings{"gef-api"},
+		IssuedAt: jwt.NewNumericDate(time.Now()), ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))},
+		Name: "ada", Role: gef.RoleUser, Kind: KindScoped}
+	if _, err := i2.VerifyScoped(forge(t, jwt.SigningMethodEdDSA, k.Private, c2, k.ID), ""); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("VerifyScoped(no scope) = %v, want ErrInvalidToken", err)
+	}
+}

@@ -238,7 +238,7 @@ func (m *Manager) SetNodeState(ctx context.Context, p Principal, name string, st
 		return gef.Node{}, err
 	}
 	if state == gef.NodeReady {
-		m.hub.wake(name)
+		m.wake(ctx, name)
 	}
 	return m.store.Node(ctx, name)
 }

@@ -45,6 +45,10 @@ func (m *Manager) submit(ctx context.Context, p Principal, svc gef.Service, req 
 	if err != nil {
 		return gef.Job{}, err
 	}
+	attempts, err := m.maxAttempts(req)
+	if err != nil {
+		return gef.Job{}, err
+	}
 	argv := append(append(append([]string{}, svc.Entrypoint...), svc.Cmd...), services.Argv(&svc, params)...)
 
 	datasets := make([]string, 0, len(bindings))
@@ -63,6 +67,7 @@ func (m *Manager) submit(ctx context.Context, p Principal, svc gef.Service, req 
 	job := gef.Job{
 		ID: gef.NewID(), State: gef.JobQueued, Service: svc.Name, Version: svc.Version, ImageDigest: svc.Digest,
 		Inputs: bindings, Params: params, Argv: argv, Owner: p.Name, Outputs: []gef.OutputFile{},
+		MaxAttempts: attempts, RetryFailed: req.RetryFailed, Attempts: []gef.Attempt{},
 		Timestamps: gef.Timestamps{Queued: m.now().UTC()},
 	}
 	spec := gef.Assignment{ImageDigest: svc.Digest, Argv: argv, Files: files, Outputs: svc.Outputs, Resources: svc.Resources}
@@ -78,9 +83,9 @@ func (m *Manager) submit(ctx context.Context, p Principal, svc gef.Service, req 
 		return gef.Job{}, err
 	}
 	m.metrics.submitted.Inc()
-	m.hub.wake(holders...)
+	m.wake(ctx, holders...)
 	if len(datasets) == 0 {
-		m.hub.wakeAll()
+		m.wakeAll(ctx)
 	}
 	job.DatasetDigests, job.Differences, job.Visibility = map[string]string{}, []gef.Difference{}, gef.Private
 	m.decorate(&job)
@@ -245,7 +250,7 @@ func (m *Manager) Cancel(ctx context.Context, p Principal, id string) (gef.Job, 
 	if j.State.Final() {
 		m.finished(j)
 	} else if j.Node != "" {
-		m.hub.wake(j.Node)
+		m.wake(ctx, j.Node)
 	}
 	return j, nil
 }

@@ -14,8 +14,8 @@ import (
 )
 
 // Logs are kept whole in the object store, one object per chunk as the node
-// sends it, so a node that dies loses at most the chunk in flight and the
-// database never holds log bytes. The manager keeps only a bounded tail of
+// sends it (a node keeps each chunk on its disk until it is stored), and
+// the database never holds log bytes. The manager keeps only a bounded tail of
 // each running job in memory, to serve followers live.
 
 // LogChunk is a piece of a job's output.
@@ -71,8 +71,8 @@ func (m *Manager) AppendLog(ctx context.Context, p Principal, id string, c LogCh
 	if err != nil {
 		return err
 	}
-	if j.Node != p.Name {
-		return fmt.Errorf("job %s is not held by node %q: %w", id, p.Name, gef.ErrConflict)
+	if j.Node != p.Name || c.Attempt != j.Attempt {
+		return fmt.Errorf("job %s attempt %d is not held by node %q: %w", id, c.Attempt, p.Name, gef.ErrConflict)
 	}
 	if err := m.objects.Put(ctx, c.key(id), bytes.NewReader(c.Data), int64(len(c.Data))); err != nil {
 		return fmt.Errorf("manager: store log chunk: %w: %w", gef.ErrUnavailable, err)

@@ -45,6 +45,11 @@ type Config struct {
 	TempDir string
 	// RegistryTransport, if set, carries requests to image registries.
 	RegistryTransport http.RoundTripper
+	// Sessions tunes service sessions.
+	Sessions SessionConfig
+	// Retries and the limits of the states that are not final; see
+	// reliability.go and docs/operations.md.
+	Reliability
 }
 
 func (c *Config) setDefaults() {
@@ -69,6 +74,8 @@ func (c *Config) setDefaults() {
 	if c.MaxContextBytes == 0 {
 		c.MaxContextBytes = 512 << 20
 	}
+	c.Sessions.setDefaults()
+	c.Reliability.setDefaults()
 }
 
 // Validate reports a configuration that cannot work.
@@ -83,7 +90,10 @@ func (c Config) Validate() error {
 	if c.MaxImageBytes < 1<<20 || c.MaxContextBytes < 1<<10 {
 		return errors.New("manager: the image limit must be at least 1 MiB and the build context limit at least 1 KiB")
 	}
-	return nil
+	if err := c.Sessions.validate(); err != nil {
+		return err
+	}
+	return c.Reliability.validate()
 }
 
 // Manager is the manager's core.
@@ -97,6 +107,10 @@ type Manager struct {
 	logs    *liveLogs
 	metrics *Metrics
 	now     func() time.Time
+	// tunnels are the nodes' open tunnels, for reaching sessions.
+	tunnels        *tunnels
+	sessionMetrics *sessionMetrics
+	rel            *reliability
 }
 
 // New assembles a manager. Run must be called for node liveness to work.
@@ -106,10 +120,14 @@ func New(cfg Config, st *store.Store, objects gef.ObjectStore, issuer *auth.Issu
 	}
 	cfg.setDefaults()
 	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
-	return &Manager{
+	m := &Manager{
 		cfg: cfg, store: st, objects: retain(objects, st), issuer: issuer, log: log,
 		hub: newHub(), logs: newLiveLogs(cfg.LogTailBytes), metrics: newMetrics(), now: time.Now,
-	}, nil
+		tunnels: newTunnels(),
+	}
+	m.sessionMetrics = newSessionMetrics(m.metrics.Registry)
+	m.rel = newReliability(m)
+	return m, nil
 }
 
 // Metrics returns the manager's Prometheus metrics.
@@ -129,25 +147,20 @@ func (m *Manager) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Run does the manager's background work until ctx ends: it marks silent
-// nodes down and ends the jobs they held.
+// Run does the manager's background work until ctx ends: it listens for
+// wakeups sent by other managers on the same database, marks silent nodes
+// down and retries or ends the jobs they held, ends or retries jobs that
+// stayed too long in a state, ends the builds of silent nodes, and keeps
+// sessions to their limits.
 func (m *Manager) Run(ctx context.Context) error {
-	tick := time.NewTicker(m.cfg.NodeTimeout / 5)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-			if err := m.reapNodes(ctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("reaping silent nodes", "err", err)
-			}
-			if err := m.reapBuilds(ctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("ending builds of silent nodes", "err", err)
-			}
-		}
-	}
+	go m.runSessions(ctx)
+	go m.rel.loop(ctx, m.cfg.NodeTimeout/5, "ending builds of silent nodes", m.reapBuilds)
+	return m.rel.run(ctx)
 }
 
-// Shutdown releases the nodes' held polls so that the HTTP server can stop.
-func (m *Manager) Shutdown() { m.hub.closeAll() }
+// Shutdown releases the nodes' held polls and tunnels so that the HTTP
+// server can stop.
+func (m *Manager) Shutdown() {
+	m.hub.closeAll()
+	m.tunnels.closeAll()
+}

@@ -56,7 +56,7 @@ func (m *Manager) RegisterNode(ctx context.Context, p Principal, reg gef.NodeReg
 	}
 	m.log.Info("node registered", "node", reg.Name, "datasets", len(reg.Datasets), "capacity", reg.Capacity,
 		"engine", reg.EngineVersion, "engine_api", reg.EngineAPI)
-	m.hub.wake(reg.Name)
+	m.wake(ctx, reg.Name)
 	return nil
 }
 
@@ -88,11 +88,12 @@ func (m *Manager) Poll(ctx context.Context, p Principal, req gef.PollRequest) (g
 			return gef.PollResponse{}, err
 		}
 		resp, err := m.pollOnce(ctx, node, req, stopping)
-		if err != nil || len(resp.Jobs)+len(resp.Cancel)+len(resp.Builds) > 0 {
+		if err != nil || !resp.Empty() {
 			return resp, err
 		}
 		select {
 		case <-wake:
+		case <-m.rel.recheck():
 		case <-timer.C:
 			return resp, nil
 		case <-ctx.Done():
@@ -105,6 +106,9 @@ func (m *Manager) Poll(ctx context.Context, p Principal, req gef.PollRequest) (g
 
 func (m *Manager) pollOnce(ctx context.Context, node string, req gef.PollRequest, stopping map[string]bool) (gef.PollResponse, error) {
 	resp := gef.PollResponse{Jobs: []gef.Assignment{}, Cancel: []string{}}
+	if err := m.pollSessions(ctx, node, req, &resp); err != nil {
+		return resp, err
+	}
 	active, err := m.store.ActiveJobs(ctx, node)
 	if err != nil {
 		return resp, err
@@ -127,30 +131,17 @@ func (m *Manager) pollOnce(ctx context.Context, node string, req gef.PollRequest
 	// A job the manager gave the node that the node does not run was lost:
 	// the agent restarted, or never received the assignment. The node
 	// lists every job it holds, including those given in its last poll.
-	running := map[string]bool{}
-	for _, id := range req.Running {
-		running[id] = true
+	// Their attempts fail, and are retried where that is allowed.
+	held, err := m.loseJobs(ctx, node, active, req.Running)
+	if err != nil {
+		return resp, err
 	}
-	var lost []string
 	for _, id := range active {
-		if !running[id] {
-			lost = append(lost, id)
-		}
-	}
-	if len(lost) > 0 {
-		ended, err := m.store.EndLostJobs(ctx, node, lost,
-			"node "+node+" no longer runs the job (its agent restarted or never received it)", m.now().UTC())
-		if err != nil {
-			return resp, err
-		}
-		for _, id := range ended {
-			if j, err := m.store.Job(ctx, id); err == nil {
-				m.finished(j)
-			}
+		if !slices.Contains(held, id) {
 			delete(mine, id)
 		}
-		active = slices.DeleteFunc(active, func(id string) bool { return slices.Contains(ended, id) })
 	}
+	active = held
 	for _, id := range req.Running {
 		if !mine[id] && !stopping[id] {
 			resp.Cancel = append(resp.Cancel, id)
@@ -164,7 +155,15 @@ func (m *Manager) pollOnce(ctx context.Context, node string, req gef.PollRequest
 	if err != nil {
 		return resp, err
 	}
-	free := min(req.Free, n.Capacity-len(active)-building)
+	// A job the node listed that has ended since frees its slot now: the
+	// node is only removing its container.
+	freed := 0
+	for _, id := range req.Running {
+		if !mine[id] {
+			freed++
+		}
+	}
+	free := min(req.Free+freed, n.Capacity-len(active)-building)
 	if free <= 0 || n.State != gef.NodeReady {
 		return resp, nil
 	}
@@ -211,9 +210,12 @@ func (m *Manager) Report(ctx context.Context, p Principal, id string, r gef.JobR
 		return gef.Job{}, err
 	}
 	if len(r.Outputs) > 0 {
-		if err := m.verifyOutputs(ctx, id, r.Outputs); err != nil {
+		if err := m.verifyOutputs(ctx, id, r.Attempt, r.Outputs); err != nil {
 			return gef.Job{}, err
 		}
+	}
+	if j, retried, err := m.retryReported(ctx, p.Name, id, r); err != nil || retried {
+		return j, err
 	}
 	verdict, err := m.verdictFor(ctx, id, r)
 	if err != nil {
@@ -228,11 +230,20 @@ func (m *Manager) Report(ctx context.Context, p Principal, id string, r gef.JobR
 	}
 	if applied && j.State.Final() {
 		m.finished(j)
+		// Its slot is free: the node's held poll can take the next job.
+		m.wake(ctx, p.Name)
 	}
 	return j, nil
 }
 
-func (m *Manager) verifyOutputs(ctx context.Context, id string, outs []gef.OutputFile) error {
+func (m *Manager) verifyOutputs(ctx context.Context, id string, attempt int, outs []gef.OutputFile) error {
+	if attempt == 0 {
+		j, err := m.store.Job(ctx, id)
+		if err != nil {
+			return err
+		}
+		attempt = j.Attempt
+	}
 	stored, err := m.objects.List(ctx, "jobs/"+id+"/")
 	if err != nil {
 		return fmt.Errorf("manager: check outputs of %s: %w: %w", id, gef.ErrUnavailable, err)
@@ -245,7 +256,7 @@ func (m *Manager) verifyOutputs(ctx context.Context, id string, outs []gef.Outpu
 		if err := validOutputPath(o.Name, o.Path); err != nil {
 			return err
 		}
-		size, ok := sizes[gef.OutputKey(id, o.Name, o.Path)]
+		size, ok := sizes[gef.AttemptOutputKey(id, attempt, o.Name, o.Path)]
 		if !ok || size != o.Size {
 			return fmt.Errorf("output %s/%s is not stored with %d bytes; upload it again: %w", o.Name, o.Path, o.Size, gef.ErrConflict)
 		}
@@ -269,8 +280,8 @@ func (m *Manager) UploadURLs(ctx context.Context, p Principal, id string, req ge
 	if err != nil {
 		return gef.UploadResponse{}, err
 	}
-	if j.Node != p.Name || j.State.Final() {
-		return gef.UploadResponse{}, fmt.Errorf("job %s is not running on node %q: %w", id, p.Name, gef.ErrConflict)
+	if j.Node != p.Name || j.State.Final() || (req.Attempt != 0 && req.Attempt != j.Attempt) {
+		return gef.UploadResponse{}, fmt.Errorf("job %s attempt %d is not running on node %q: %w", id, req.Attempt, p.Name, gef.ErrConflict)
 	}
 	spec, err := m.store.Assignment(ctx, id)
 	if err != nil {
@@ -288,7 +299,7 @@ func (m *Manager) UploadURLs(ctx context.Context, p Principal, id string, req ge
 		if err := validOutputPath(f.Name, f.Path); err != nil {
 			return gef.UploadResponse{}, err
 		}
-		u, err := m.objects.PresignPut(ctx, gef.OutputKey(id, f.Name, f.Path), m.cfg.UploadURLTTL)
+		u, err := m.objects.PresignPut(ctx, gef.AttemptOutputKey(id, j.Attempt, f.Name, f.Path), m.cfg.UploadURLTTL)
 		if err != nil {
 			return gef.UploadResponse{}, fmt.Errorf("manager: presign: %w", err)
 		}
@@ -308,25 +319,6 @@ func validOutputPath(name, p string) error {
 		return gef.Invalid(field, "path %q has a NUL, a backslash or invalid UTF-8", p)
 	case strings.HasPrefix(p, "/") || path.Clean(p) != p || p == "." || strings.HasPrefix(p, "../") || p == "..":
 		return gef.Invalid(field, "path %q must be relative and clean, inside the output", p)
-	}
-	return nil
-}
-
-// reapNodes marks nodes that missed their heartbeats down and ends the jobs
-// they held as system errors.
-func (m *Manager) reapNodes(ctx context.Context) error {
-	now := m.now().UTC()
-	lost, err := m.store.ReapNodes(ctx, now.Add(-m.cfg.NodeTimeout), now)
-	if err != nil {
-		return err
-	}
-	for node, jobs := range lost {
-		m.log.Warn("node lost", "node", node, "silent_for_more_than", m.cfg.NodeTimeout, "jobs_lost", len(jobs))
-		for _, id := range jobs {
-			if j, err := m.store.Job(ctx, id); err == nil {
-				m.finished(j)
-			}
-		}
 	}
 	return nil
 }

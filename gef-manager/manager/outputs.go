@@ -15,14 +15,19 @@ func (m *Manager) Output(ctx context.Context, p Principal, id, name, path string
 	if err != nil {
 		return nil, gef.OutputFile{}, err
 	}
-	// A job that reused another's results serves that job's objects.
-	from := j.ID
+	// A job that reused another's results serves that job's objects, which
+	// its last attempt wrote.
+	from, attempt := j.ID, j.Attempt
 	if j.ReuseOf != nil {
-		from = *j.ReuseOf
+		orig, err := m.store.Job(ctx, *j.ReuseOf)
+		if err != nil {
+			return nil, gef.OutputFile{}, err
+		}
+		from, attempt = orig.ID, orig.Attempt
 	}
 	for _, o := range j.Outputs {
 		if o.Name == name && o.Path == path {
-			rc, _, err := m.objects.Get(ctx, gef.OutputKey(from, name, path))
+			rc, _, err := m.objects.Get(ctx, gef.AttemptOutputKey(from, attempt, name, path))
 			if err != nil {
 				return nil, gef.OutputFile{}, fmt.Errorf("manager: output %s/%s of job %s: %w", name, path, id, err)
 			}

@@ -48,6 +48,11 @@ func (m *Manager) Authenticate(ctx context.Context, token string) (Principal, er
 	if err != nil {
 		return Principal{}, err
 	}
+	return m.principal(ctx, token, c)
+}
+
+// principal is who a verified token speaks for.
+func (m *Manager) principal(ctx context.Context, token string, c *auth.Claims) (Principal, error) {
 	if c.Kind == auth.KindAPI {
 		t, u, err := m.store.TokenByHash(ctx, auth.HashToken(token))
 		switch {
@@ -189,6 +194,9 @@ func (m *Manager) Bootstrap(ctx context.Context, name string, role gef.Role) (Ne
 	u, _, err := m.store.UserByName(ctx, name)
 	if errors.Is(err, gef.ErrNotFound) {
 		u, err = m.createUser(ctx, name, role, "")
+		if errors.Is(err, gef.ErrConflict) { // another manager made it just now
+			u, _, err = m.store.UserByName(ctx, name)
+		}
 	}
 	if err != nil {
 		return NewToken{}, fmt.Errorf("manager: bootstrap %s: %w", name, err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/eudat-gef/gef"
 	"github.com/eudat-gef/gef/gef-manager/manager"
+	"github.com/eudat-gef/gef/gef-manager/store"
 )
 
 // apiError is the body of every error answer:
@@ -68,6 +69,10 @@ func (s *Server) fail(c *gin.Context, err error) {
 	case errors.Is(err, gef.ErrUnavailable):
 		status, body.Code = http.StatusServiceUnavailable, "unavailable"
 		body.Message = "a service GEF depends on is unavailable; try again shortly"
+		if errors.Is(err, store.ErrDatabaseUnavailable) {
+			body.Message = "the database is unavailable; nothing that was accepted is lost; try again shortly"
+		}
+		c.Header("Retry-After", "5")
 		s.log.Warn("dependency unavailable", "route", c.FullPath(), "err", err)
 	case errors.Is(err, context.Canceled) && c.Request.Context().Err() != nil:
 		status, body.Code = 499, "canceled"

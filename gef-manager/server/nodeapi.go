@@ -88,3 +88,13 @@ func (s *Server) nodeUploads(c *gin.Context) {
 	}
 	c.JSON(http.StatusOK, resp)
 }
+
+// nodeAssignment re-reads a held job's assignment, for a restarted agent.
+func (s *Server) nodeAssignment(c *gin.Context) {
+	a, err := s.m.NodeAssignment(c.Request.Context(), principal(c), c.Param("id"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, a)
+}

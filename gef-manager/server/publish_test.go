@@ -96,8 +96,10 @@ func errField(body map[string]any) string {
 
 func TestPublishRefusals(t *testing.T) {
 	t.Parallel()
-	b := setupWith(t, manager.Config{PollWait: 200 * time.Millisecond, NodeTimeout: time.Second,
-		MaxImageBytes: 1 << 20, MaxContextBytes: 4 << 10})
+	b := setupWith(t, func(c *managerConfig) {
+		*c = manager.Config{PollWait: 200 * time.Millisecond, NodeTimeout: time.Second,
+			MaxImageBytes: 1 << 20, MaxContextBytes: 4 << 10}
+	})
 	tok := adminToken(t, b)
 	img, _ := syntheticImage(t, svcLabels("1"))
 	big := bytes.Repeat([]byte("x"), 2<<20)

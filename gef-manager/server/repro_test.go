@@ -93,7 +93,7 @@ func (n *fakeNode) run(t testing.TB, digest string, files map[string]string) gef
 	for path := range files {
 		manifest = append(manifest, gef.OutputFile{Name: "out", Path: path})
 	}
-	urls, err := n.c.UploadURLs(ctx, a.JobID, manifest)
+	urls, err := n.c.UploadURLs(ctx, a.JobID, a.Attempt, manifest)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,7 @@ type Server struct {
 	engine     *gin.Engine
 	loginLimit *limiter
 	oidc       *auth.OIDC
+	proxy      *proxy
 }
 
 // New builds the router. blobs, if not nil, serves presigned URLs of a local
@@ -104,6 +105,9 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 	node.POST("/builds/:id/report", s.nodeBuildReport)
 	node.POST("/builds/:id/logs", s.nodeBuildLogs)
 	node.POST("/builds/:id/upload", s.nodeBuildUpload)
+	node.POST("/sessions/:id/report", s.nodeSessionReport)
+	s.sessionRoutes(r, v1)
+	node.GET("/jobs/:id/assignment", s.nodeAssignment)
 
 	if blobs != nil {
 		// Presigned URLs carry their own signature; no bearer token.

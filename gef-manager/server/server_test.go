@@ -31,13 +31,12 @@ type bundle struct {
 	srv   *Server
 }
 
-func setup(t testing.TB) *bundle {
-	t.Helper()
-	return setupWith(t, manager.Config{PollWait: 200 * time.Millisecond, NodeTimeout: time.Second})
-}
+func setup(t testing.TB) *bundle { return setupWith(t, nil) }
 
-// setupWith is setup with a manager configured by cfg.
-func setupWith(t testing.TB, cfg manager.Config) *bundle {
+type managerConfig = manager.Config
+
+// setupWith is setup with the manager's configuration changed by tune.
+func setupWith(t testing.TB, tune func(*managerConfig)) *bundle {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -63,6 +62,10 @@ func setupWith(t testing.TB, cfg manager.Config) *bundle {
 	objects, err = local.New(filepath.Join(dir, "objects"), ts.URL+"/api/v1/blobs", []byte("secret"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	cfg := manager.Config{PollWait: 200 * time.Millisecond, NodeTimeout: time.Second}
+	if tune != nil {
+		tune(&cfg)
 	}
 	m, err := manager.New(cfg, st, objects, issuer, log)
 	if err != nil {

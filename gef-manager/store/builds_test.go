@@ -219,7 +219,7 @@ func TestBuildsOfDownNodes(t *testing.T) {
 		if ended, err := s.EndBuildsOfDownNodes(ctx, t0); err != nil || len(ended) != 0 {
 			t.Fatalf("builds of a live node ended: %v, %v", ended, err)
 		}
-		if _, err := s.ReapNodes(ctx, t0.Add(time.Hour), t0.Add(time.Hour)); err != nil {
+		if _, err := s.MarkSilentNodes(ctx, t0.Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 		ended, err := s.EndBuildsOfDownNodes(ctx, t0.Add(time.Hour))

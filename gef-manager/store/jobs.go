@@ -33,12 +33,14 @@ type jobRow struct {
 	RunningAt       sql.NullInt64  `db:"running_at"`
 	StagingAt       sql.NullInt64  `db:"staging_at"`
 	FinishedAt      sql.NullInt64  `db:"finished_at"`
+	reliabilityColumns
 }
 
 func (r *jobRow) job() (gef.Job, error) {
 	j := gef.Job{
 		ID: r.ID, State: gef.JobState(r.State), Reason: r.Reason, Service: r.Service, Version: r.Version,
 		ImageDigest: r.ImageDigest, Node: r.Node.String, Owner: r.Owner, Attempt: r.Attempt,
+		MaxAttempts: r.MaxAttempts, RetryFailed: r.RetryFailed, Status: r.Status, Attempts: []gef.Attempt{},
 		CancelRequested: r.CancelRequested, Inputs: map[string]string{}, Outputs: []gef.OutputFile{},
 		Readers: gef.Readers{Users: []string{}, Groups: []string{}},
 		Timestamps: gef.Timestamps{
@@ -80,9 +82,11 @@ func (s *Store) CreateJobWith(ctx context.Context, j gef.Job, spec gef.Assignmen
 		return fmt.Errorf("store: job spec: %w", err)
 	}
 	return s.tx(ctx, func(tx *sqlx.Tx) error {
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO jobs (id, state, service, version, image_digest, owner, params, argv, spec, queued_at)
-			VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)`),
-			j.ID, j.Service, j.Version, j.ImageDigest, j.Owner, string(params), string(argv), string(specJSON), micros(j.Timestamps.Queued))
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO jobs (id, state, service, version, image_digest, owner, params, argv, spec, queued_at,
+				max_attempts, retry_failed)
+			VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			j.ID, j.Service, j.Version, j.ImageDigest, j.Owner, string(params), string(argv), string(specJSON), micros(j.Timestamps.Queued),
+			max(j.MaxAttempts, 1), j.RetryFailed)
 		if err != nil {
 			return fmt.Errorf("store: create job: %w", classify(err))
 		}
@@ -238,6 +242,9 @@ func (s *Store) withDetails(ctx context.Context, rows []jobRow) ([]gef.Job, erro
 	if err := s.loadRepro(ctx, byID, ids); err != nil {
 		return nil, err
 	}
+	if err := s.attachAttempts(ctx, ids, rows, byID); err != nil {
+		return nil, err
+	}
 	return jobs, nil
 }
 
@@ -266,7 +273,8 @@ func (s *Store) SetReaders(ctx context.Context, id string, r gef.Readers) error 
 // ClaimJobs assigns up to n queued jobs to node, oldest first, in one
 // statement. It takes only jobs whose every bound dataset the node holds,
 // and only if the node is ready; jobs it cannot place stay queued for other
-// nodes and never block the ones behind them.
+// nodes and never block the ones behind them. A retried job is left for
+// other nodes for a while if it failed on this one.
 func (s *Store) ClaimJobs(ctx context.Context, node string, n int, at time.Time) ([]gef.Assignment, error) {
 	if n <= 0 {
 		return nil, nil
@@ -284,8 +292,9 @@ func (s *Store) ClaimJobs(ctx context.Context, node string, n int, at time.Time)
 			AND NOT EXISTS (SELECT 1 FROM job_inputs ji WHERE ji.job_id = j.id
 				AND NOT EXISTS (SELECT 1 FROM node_datasets nd WHERE nd.node = ? AND nd.dataset = ji.dataset
 					AND (ji.pinned = '' OR nd.digest = ji.pinned)))
+			AND (j.avoid_node IS NULL OR j.avoid_node <> ? OR j.avoid_until <= ?)
 			ORDER BY j.id LIMIT ?` + lock + `)
-		UPDATE jobs SET state = 'assigned', node = ?, assigned_at = ?, attempt = attempt + 1
+		UPDATE jobs SET state = 'assigned', node = ?, assigned_at = ?, progress_at = ?, attempt = attempt + 1
 		FROM picked WHERE jobs.id = picked.id AND jobs.state = 'queued'
 		RETURNING jobs.id, jobs.attempt, jobs.spec`)
 	var rows []struct {
@@ -293,7 +302,7 @@ func (s *Store) ClaimJobs(ctx context.Context, node string, n int, at time.Time)
 		Attempt int    `db:"attempt"`
 		Spec    string `db:"spec"`
 	}
-	if err := s.db.SelectContext(ctx, &rows, query, node, node, n, node, micros(at)); err != nil {
+	if err := s.db.SelectContext(ctx, &rows, query, node, node, node, micros(at), n, node, micros(at), micros(at)); err != nil {
 		return nil, fmt.Errorf("store: claim jobs for %q: %w", node, classify(err))
 	}
 	out := make([]gef.Assignment, 0, len(rows))
@@ -354,7 +363,8 @@ var stateColumn = map[gef.JobState]string{
 
 // ReportJob applies a node's report to a job it holds. Reports are
 // idempotent: a report that does not move the job forward changes nothing
-// and returns applied false. A report from a node or attempt that no longer
+// but the job's status, if it gives one for the state the job is in, and
+// returns applied false. A report from a node or attempt that no longer
 // holds the job is a gef.ErrConflict.
 func (s *Store) ReportJob(ctx context.Context, node, id string, r gef.JobReport) (job gef.Job, applied bool, err error) {
 	return s.ReportJobWith(ctx, node, id, r, ReportExtra{})
@@ -385,6 +395,9 @@ func (s *Store) ReportJobWith(ctx context.Context, node, id string, r gef.JobRep
 			return fmt.Errorf("store: job %s attempt %d is not held by node %q: %w", id, r.Attempt, node, gef.ErrConflict)
 		}
 		if !gef.JobState(cur.State).CanMoveTo(r.State) {
+			if r.State == gef.JobState(cur.State) && r.Status != "" {
+				return s.setStatus(ctx, tx, id, r.Status, r.At)
+			}
 			return nil
 		}
 		var exit sql.NullInt64
@@ -393,8 +406,9 @@ func (s *Store) ReportJobWith(ctx context.Context, node, id string, r gef.JobRep
 		}
 		_, err := tx.ExecContext(ctx, s.q(`UPDATE jobs SET state = ?, `+col+` = ?,
 			image_digest = CASE WHEN ? = '' THEN image_digest ELSE ? END,
-			exit_code = COALESCE(?, exit_code), reason = CASE WHEN ? = '' THEN reason ELSE ? END WHERE id = ?`),
-			string(r.State), micros(r.At), r.ImageDigest, r.ImageDigest, exit, r.Reason, r.Reason, id)
+			exit_code = COALESCE(?, exit_code), reason = CASE WHEN ? = '' THEN reason ELSE ? END,
+			status = ?, progress_at = ? WHERE id = ?`),
+			string(r.State), micros(r.At), r.ImageDigest, r.ImageDigest, exit, r.Reason, r.Reason, r.Status, micros(r.At), id)
 		if err != nil {
 			return fmt.Errorf("store: report job %s: %w", id, classify(err))
 		}
@@ -435,7 +449,9 @@ func (s *Store) CancelJob(ctx context.Context, id, reason string, at time.Time) 
 			_, err = tx.ExecContext(ctx, s.q(`UPDATE jobs SET state = 'canceled', reason = ?, finished_at = ?, cancel_requested = ? WHERE id = ?`),
 				reason, micros(at), true, id)
 		default:
-			_, err = tx.ExecContext(ctx, s.q(`UPDATE jobs SET cancel_requested = ?, reason = ? WHERE id = ?`), true, reason, id)
+			// progress_at starts the wait for the node to confirm the stop.
+			_, err = tx.ExecContext(ctx, s.q(`UPDATE jobs SET cancel_requested = ?, reason = ?, progress_at = ? WHERE id = ?`),
+				true, reason, micros(at), id)
 		}
 		if err != nil {
 			return fmt.Errorf("store: cancel job %s: %w", id, classify(err))
@@ -466,12 +482,6 @@ func (s *Store) Assignment(ctx context.Context, id string) (gef.Assignment, erro
 	return a, nil
 }
 
-// EndLostJobs ends, as system errors, those of ids that node still holds in
-// a non-final state, and returns the ids it ended.
-func (s *Store) EndLostJobs(ctx context.Context, node string, ids []string, reason string, at time.Time) ([]string, error) {
-	return s.EndJobs(ctx, node, ids, gef.JobSystemError, reason, at)
-}
-
 // EndJobs moves those of ids that node still holds in a non-final state to
 // the final state, and returns the ids it ended.
 func (s *Store) EndJobs(ctx context.Context, node string, ids []string, state gef.JobState, reason string, at time.Time) ([]string, error) {
@@ -485,11 +495,11 @@ func (s *Store) EndJobs(ctx context.Context, node string, ids []string, state ge
 		WHERE node = ? AND id IN (?) AND state IN ('assigned', 'fetching_image', 'running', 'staging') RETURNING id`,
 		string(state), reason, micros(at), node, ids)
 	if err != nil {
-		return nil, fmt.Errorf("store: end lost jobs: %w", err)
+		return nil, fmt.Errorf("store: end jobs: %w", err)
 	}
 	var ended []string
 	if err := s.db.SelectContext(ctx, &ended, s.q(q), args...); err != nil {
-		return nil, fmt.Errorf("store: end lost jobs: %w", classify(err))
+		return nil, fmt.Errorf("store: end jobs: %w", classify(err))
 	}
 	return ended, nil
 }

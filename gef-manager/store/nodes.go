@@ -331,29 +331,3 @@ func (r datasetRow) dataset(nodes []string, a gef.DatasetAccess) gef.Dataset {
 	return gef.Dataset{Name: r.Name, Description: r.Description, Nodes: nodes, Size: r.Size, Files: r.Files,
 		Access: a, CreatedAt: fromMicros(r.CreatedAt)}
 }
-
-// ReapNodes marks ready or draining nodes silent since before silentSince as
-// down, and ends the jobs they held as system errors. It returns each newly
-// downed node with the ids of the jobs it lost.
-func (s *Store) ReapNodes(ctx context.Context, silentSince, at time.Time) (map[string][]string, error) {
-	lost := map[string][]string{}
-	err := s.tx(ctx, func(tx *sqlx.Tx) error {
-		var names []string
-		if err := tx.SelectContext(ctx, &names, s.q(`UPDATE nodes SET state = 'down'
-			WHERE state <> 'down' AND last_seen < ? RETURNING name`), micros(silentSince)); err != nil {
-			return fmt.Errorf("store: reap nodes: %w", classify(err))
-		}
-		for _, n := range names {
-			var ids []string
-			if err := tx.SelectContext(ctx, &ids, s.q(`UPDATE jobs SET state = 'system_error', finished_at = ?,
-				reason = 'node ' || CAST(? AS TEXT) || ' stopped responding; the job is lost'
-				WHERE node = ? AND state IN ('assigned', 'fetching_image', 'running', 'staging') RETURNING id`),
-				micros(at), n, n); err != nil {
-				return fmt.Errorf("store: end jobs of node %q: %w", n, classify(err))
-			}
-			lost[n] = ids
-		}
-		return nil
-	})
-	return lost, err
-}

@@ -40,6 +40,7 @@ const (
 type Store struct {
 	db      *sqlx.DB
 	dialect Dialect
+	dsn     string // for the notification listener's own connection
 }
 
 // Open connects to dsn and migrates the schema to the newest version. A dsn
@@ -47,7 +48,7 @@ type Store struct {
 // the form sqlite:PATH selects SQLite at PATH.
 func Open(ctx context.Context, dsn string, log *slog.Logger) (*Store, error) {
 	var (
-		s   = &Store{}
+		s   = &Store{dsn: dsn}
 		err error
 	)
 	switch {
@@ -78,7 +79,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*Store, error) {
 	}
 	if err := s.db.PingContext(ctx); err != nil {
 		s.db.Close()
-		return nil, fmt.Errorf("store: connect: %w", err)
+		return nil, fmt.Errorf("store: connect: %w", classify(err))
 	}
 	if err := s.migrate(ctx, log); err != nil {
 		s.db.Close()
@@ -123,7 +124,7 @@ func (s *Store) Dialect() Dialect { return s.dialect }
 // Ping checks the database answers.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.db.PingContext(ctx); err != nil {
-		return fmt.Errorf("store: ping: %w: %w", gef.ErrUnavailable, err)
+		return fmt.Errorf("store: ping: %w: %w", ErrDatabaseUnavailable, err)
 	}
 	return nil
 }
@@ -167,7 +168,7 @@ func classify(err error) error {
 		case "23": // integrity constraint violation
 			return fmt.Errorf("%w: %w", gef.ErrConflict, err)
 		case "08", "57": // connection exception, operator intervention
-			return fmt.Errorf("%w: %w", gef.ErrUnavailable, err)
+			return fmt.Errorf("%w: %w", ErrDatabaseUnavailable, err)
 		}
 		return err
 	}
@@ -175,9 +176,8 @@ func classify(err error) error {
 	if strings.Contains(msg, "UNIQUE constraint failed") || strings.Contains(msg, "FOREIGN KEY constraint failed") {
 		return fmt.Errorf("%w: %w", gef.ErrConflict, err)
 	}
-	if errors.Is(err, sql.ErrConnDone) || strings.Contains(msg, "connection refused") ||
-		strings.Contains(msg, "bad connection") || strings.Contains(msg, "broken pipe") {
-		return fmt.Errorf("%w: %w", gef.ErrUnavailable, err)
+	if connectionLost(err) {
+		return fmt.Errorf("%w: %w", ErrDatabaseUnavailable, err)
 	}
 	return err
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -66,6 +67,8 @@ type Config struct {
 	RescanInterval time.Duration
 	// FetchTimeout bounds fetching one image the node lacks. Default 30 min.
 	FetchTimeout time.Duration
+	// Sessions tunes long-lived service sessions.
+	Sessions SessionConfig
 }
 
 func (c *Config) setDefaults() {
@@ -112,6 +115,7 @@ func (c *Config) setDefaults() {
 	if c.FetchTimeout == 0 {
 		c.FetchTimeout = 30 * time.Minute
 	}
+	c.Sessions.setDefaults()
 }
 
 // Validate reports a configuration the agent cannot run with.
@@ -126,6 +130,9 @@ func (c Config) Validate() error {
 		return errors.New("agent: capacity must be at least 1")
 	case c.DefaultMemoryBytes > c.MaxMemoryBytes || c.DefaultCPUs > c.MaxCPUs || c.DefaultTimeout > c.MaxTimeout:
 		return errors.New("agent: a default limit is above its maximum")
+	}
+	if err := c.Sessions.validate(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for _, d := range c.Datasets {
@@ -147,12 +154,17 @@ type Manager interface {
 	Poll(ctx context.Context, req gef.PollRequest) (gef.PollResponse, error)
 	Report(ctx context.Context, id string, r gef.JobReport) (gef.Job, error)
 	AppendLog(ctx context.Context, id string, attempt, seq int, stream string, data []byte) error
-	UploadURLs(ctx context.Context, id string, files []gef.OutputFile) (map[string]string, error)
+	UploadURLs(ctx context.Context, id string, attempt int, files []gef.OutputFile) (map[string]string, error)
+	Assignment(ctx context.Context, id string) (gef.Assignment, error)
 	// Image distribution and builds.
 	ImageDownload(ctx context.Context, digest string) (gef.ImageDownload, error)
 	ReportBuild(ctx context.Context, id string, r gef.BuildReport) (gef.Build, error)
 	AppendBuildLog(ctx context.Context, id string, attempt, seq int, stream string, data []byte) error
 	BuildUploadURL(ctx context.Context, id string) (string, error)
+	ReportSession(ctx context.Context, id string, r gef.SessionReport) (gef.Session, error)
+	// Tunnel opens a connection to the manager that carries the
+	// sessions' traffic; it lives until ctx ends or it breaks.
+	Tunnel(ctx context.Context) (net.Conn, error)
 }
 
 // Agent runs a node.
@@ -166,15 +178,26 @@ type Agent struct {
 	engine   EngineInfo
 	digests  *digests
 
-	mu     sync.Mutex
-	tasks  map[string]*task
-	builds map[string]*buildTask
+	outbox   *outbox
+	instance string // see LabelInstance
+
+	mu       sync.Mutex
+	tasks    map[string]*task
+	builds   map[string]*buildTask
+	sessions *sessionSet
 	// fetches makes concurrent jobs needing one image fetch it once.
 	fetches singleflight.Group
+	// next holds a later attempt of a job whose earlier attempt still
+	// stops here; it starts when that one is gone.
+	next map[string]gef.Assignment
 	// shutdownReason ends the jobs still running when the agent stops.
 	shutdownReason string
 	registered     chan struct{}
 	wg             sync.WaitGroup
+	// detached is closed when the agent stops waiting for the manager:
+	// what is left is taken up by the next run (see adopt.go).
+	detached chan struct{}
+	stopping bool
 }
 
 // Label keys set on every container the agent makes.
@@ -183,6 +206,10 @@ const (
 	LabelAttempt = "org.eudat.gef.attempt"
 	LabelNode    = "org.eudat.gef.node"
 	LabelManager = "org.eudat.gef.manager"
+	// LabelInstance names the work directory the node keeps the job's
+	// state in, so that two agents of one name on one engine (two
+	// deployments, or tests) never take each other's containers.
+	LabelInstance = "org.eudat.gef.instance"
 )
 
 // New makes an agent.
@@ -196,10 +223,15 @@ func New(cfg Config, rt Runtime, mgr Manager, log *slog.Logger) (*Agent, error) 
 		ds[d.Name] = d.Dir
 	}
 	return &Agent{cfg: cfg, rt: rt, mgr: mgr, log: log, http: &http.Client{}, datasets: ds, tasks: map[string]*task{},
-		builds:         map[string]*buildTask{},
-		digests:        newDigests(cfg.WorkDir),
-		shutdownReason: "the node agent shut down", registered: make(chan struct{})}, nil
+		builds:  map[string]*buildTask{},
+		digests: newDigests(cfg.WorkDir), sessions: newSessionSet(),
+		next: map[string]gef.Assignment{}, shutdownReason: "the node agent shut down", registered: make(chan struct{}),
+		detached: make(chan struct{})}, nil
 }
+
+// shutdownGrace bounds how long a stopping agent waits for the manager to
+// take its last reports; the next run delivers what is left.
+const shutdownGrace = 15 * time.Second
 
 // Run serves jobs until ctx ends, then stops the running containers and
 // waits for their reports.
@@ -214,9 +246,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Join(a.cfg.WorkDir, "jobs"), 0o755); err != nil {
 		return fmt.Errorf("agent: work dir: %w", err)
 	}
-	if err := a.removeStale(ctx); err != nil {
+	if a.instance, err = instanceID(a.cfg.WorkDir); err != nil {
 		return err
 	}
+	if err := a.prepareSessions(ctx); err != nil {
+		return err
+	}
+	if a.outbox, err = openOutbox(filepath.Join(a.cfg.WorkDir, "outbox"), a.mgr, a.log); err != nil {
+		return err
+	}
+	outboxCtx, stopOutbox := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() {
+		stopOutbox()
+		a.outbox.wait()
+	}()
 	reg, err := a.registration(ctx)
 	if err != nil {
 		return err
@@ -225,13 +268,26 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.log.Info("node registered", "node", a.cfg.Name, "datasets", len(reg.Datasets), "capacity", a.cfg.Capacity)
+	// Take up what an earlier run left before the first poll, whose list
+	// of running jobs tells the manager which jobs this node still holds.
+	if err := a.adopt(ctx); err != nil {
+		return err
+	}
+	a.outbox.start(outboxCtx)
 	close(a.registered)
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.rescan(ctx, a.cfg.RescanInterval) }()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.runTunnel(ctx)
+	}()
+	go a.reconcileLoop(ctx)
 
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	failing := false
 	for ctx.Err() == nil {
-		resp, err := a.mgr.Poll(ctx, a.pollRequest())
+		resp, err := a.poll(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -243,25 +299,41 @@ func (a *Agent) Run(ctx context.Context) error {
 				continue
 			}
 			a.log.Warn("poll failed", "err", err)
+			failing = true
 			backoff.wait(ctx)
 			continue
+		}
+		if failing {
+			// The manager is back: deliver what waited for it now.
+			failing = false
+			a.outbox.retryNow()
 		}
 		backoff.reset()
 		for _, id := range resp.Cancel {
 			a.cancel(id)
 		}
 		for _, job := range resp.Jobs {
-			a.start(ctx, job)
+			a.start(job)
 		}
 		for _, b := range resp.Builds {
 			a.startBuild(ctx, b)
 		}
+		for _, id := range resp.StopSessions {
+			a.stopSession(id, "")
+		}
+		for _, s := range resp.Sessions {
+			a.startSession(ctx, s)
+		}
 	}
+	a.stopAllSessions(a.shutdownReason)
 	a.mu.Lock()
+	a.stopping = true
 	for _, t := range a.tasks {
 		t.stop(a.shutdownReason)
 	}
 	a.mu.Unlock()
+	grace := time.AfterFunc(shutdownGrace, func() { close(a.detached) })
+	defer grace.Stop()
 	a.wg.Wait()
 	return nil
 }
@@ -295,7 +367,9 @@ func (a *Agent) registration(ctx context.Context) (gef.NodeRegistration, error) 
 func (a *Agent) register(ctx context.Context, reg gef.NodeRegistration) error {
 	backoff := newBackoff(200*time.Millisecond, 10*time.Second)
 	for {
-		err := a.mgr.Register(ctx, reg)
+		cctx, cancel := context.WithTimeout(ctx, callLimit)
+		err := a.mgr.Register(cctx, reg)
+		cancel()
 		if err == nil {
 			a.digests.remember(reg)
 			return nil
@@ -319,7 +393,23 @@ func (a *Agent) Refresh(ctx context.Context) error {
 	return a.register(ctx, reg)
 }
 
+// callLimit bounds one call to the manager, so that a connection a network
+// partition cut is given up in time rather than waited on for good.
+const callLimit = 30 * time.Second
+
+// pollSlack is how much longer than its wait a poll may take before the
+// node gives up on it and polls again.
+const pollSlack = 10 * time.Second
+
+// poll sends one long poll, bounded by the wait it asks for plus pollSlack.
+func (a *Agent) poll(ctx context.Context) (gef.PollResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.PollWait+pollSlack)
+	defer cancel()
+	return a.mgr.Poll(ctx, a.pollRequest())
+}
+
 func (a *Agent) pollRequest() gef.PollRequest {
+	finals := a.outbox.finals()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	req := gef.PollRequest{Free: a.cfg.Capacity - len(a.tasks) - len(a.builds), WaitMS: int(a.cfg.PollWait / time.Millisecond),
@@ -334,26 +424,52 @@ func (a *Agent) pollRequest() gef.PollRequest {
 			req.Stopping = append(req.Stopping, id)
 		}
 	}
+	// A job whose final report waits in the outbox is still this node's.
+	for _, id := range finals {
+		if _, ok := a.tasks[id]; !ok {
+			req.Running = append(req.Running, id)
+		}
+	}
 	sort.Strings(req.Running)
 	sort.Strings(req.Stopping)
+	if a.cfg.Sessions.Capacity >= 0 {
+		req.SessionFree, req.Sessions = a.sessionStatus()
+	}
 	return req
 }
 
-func (a *Agent) start(ctx context.Context, job gef.Assignment) {
+func (a *Agent) start(job gef.Assignment) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, ok := a.tasks[job.JobID]; ok {
+	a.startLocked(newTask(a, job))
+}
+
+// startLocked runs t unless its job is already here; a.mu is held. A later
+// attempt of a job whose earlier attempt is still here (the manager gave
+// the job up and handed it back) waits for the earlier one to stop.
+func (a *Agent) startLocked(t *task) {
+	id := t.job.JobID
+	if cur, ok := a.tasks[id]; ok {
+		if t.job.Attempt > cur.job.Attempt {
+			a.next[id] = t.job
+			cur.stop("")
+		}
 		return
 	}
-	t := newTask(a, job)
-	a.tasks[job.JobID] = t
+	a.tasks[id] = t
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		t.run(context.WithoutCancel(ctx))
+		t.run(context.Background())
 		a.mu.Lock()
-		delete(a.tasks, job.JobID)
-		a.mu.Unlock()
+		defer a.mu.Unlock()
+		delete(a.tasks, id)
+		if nxt, ok := a.next[id]; ok {
+			delete(a.next, id)
+			if !a.stopping {
+				a.startLocked(newTask(a, nxt))
+			}
+		}
 	}()
 }
 
@@ -364,28 +480,6 @@ func (a *Agent) cancel(id string) {
 	if ok {
 		t.stop("")
 	}
-}
-
-// removeStale removes containers a previous run of this node left behind.
-// Their jobs were not reported as running by this process, so the manager
-// has ended them.
-func (a *Agent) removeStale(ctx context.Context) error {
-	stale, err := a.rt.Containers(ctx, a.ownLabels())
-	if err != nil {
-		return fmt.Errorf("agent: list containers: %w", err)
-	}
-	for _, c := range stale {
-		a.log.Warn("removing a container left by an earlier run", "container", c.ID, "job", c.Labels[LabelJob])
-		if err := a.rt.Remove(ctx, c.ID); err != nil {
-			return fmt.Errorf("agent: remove stale container: %w", err)
-		}
-	}
-	return nil
-}
-
-// ownLabels select the containers this node made.
-func (a *Agent) ownLabels() map[string]string {
-	return map[string]string{LabelNode: a.cfg.Name, LabelManager: a.cfg.Manager}
 }
 
 // retryable reports whether an error from the manager may pass: anything

@@ -132,6 +132,10 @@ func (bt *buildTask) build(ctx context.Context, out io.Writer) (string, error) {
 	return id, nil
 }
 
+// buildUploadAttempts bounds the tries of uploading a built image before
+// the build fails.
+const buildUploadAttempts = 8
+
 // upload PUTs the saved tarball to a presigned URL, asking for a fresh
 // URL and retrying while the store or the manager is away.
 func (bt *buildTask) upload(ctx context.Context, f *os.File) error {
@@ -142,7 +146,7 @@ func (bt *buildTask) upload(ctx context.Context, f *os.File) error {
 	b := newBackoff(200*time.Millisecond, 10*time.Second)
 	for attempt := 1; ; attempt++ {
 		err = bt.uploadOnce(ctx, f, fi.Size())
-		if err == nil || errors.Is(err, errAbandon) || attempt >= uploadAttempts {
+		if err == nil || errors.Is(err, errAbandon) || attempt >= buildUploadAttempts {
 			return err
 		}
 		bt.log.Warn("image upload failed; retrying", "attempt", attempt, "err", err)

@@ -34,13 +34,10 @@ func (e *mismatchError) Error() string {
 // means the job is no longer this node's.
 func (t *task) image(ctx context.Context) (ImageInfo, *gef.JobReport, error) {
 	digest := t.job.ImageDigest
-	var reportErr error
 	img, err := t.a.ensureImage(ctx, digest, func() {
-		reportErr = t.report(ctx, gef.JobReport{State: gef.JobFetchingImage})
+		// Through the outbox: it reaches the manager whenever it is up.
+		t.report(ctx, gef.JobReport{State: gef.JobFetchingImage})
 	})
-	if reportErr != nil {
-		return ImageInfo{}, nil, reportErr
-	}
 	if err != nil {
 		r := t.sysErr("%v", err)
 		return ImageInfo{}, &r, nil

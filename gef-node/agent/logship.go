@@ -4,13 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sync"
 	"time"
 )
 
 // Output is shipped to the manager in chunks: every chunkBytes, or every
-// flushEvery while output trickles, so a follower sees it live and a node
-// that dies loses at most the chunk in flight.
+// flushEvery while output trickles, so a follower sees it live. Each chunk
+// goes through the outbox, and how far the output was read is saved with
+// it, so a node that dies loses none and, once restarted, ships none twice.
 const (
 	chunkBytes = 64 << 10
 	flushEvery = 200 * time.Millisecond
@@ -21,36 +23,45 @@ type segment struct {
 	data   []byte
 }
 
-// shipper sends one job attempt's output in order, stdout and stderr
-// interleaved as they were read.
+// shipper puts one job attempt's output in the outbox in order, stdout
+// and stderr interleaved as they were read.
 type shipper struct {
-	a       *Agent
-	job     string
-	attempt int
+	a        *Agent
+	job      string
+	attempt  int
+	progress string // the file saving how far the output was read
+	// deliver, if set, sends chunks straight to the manager instead of
+	// through the outbox: for a build's output, which is not resumed.
 	deliver func(ctx context.Context, seq int, stream string, data []byte) error
 
-	mu      sync.Mutex
-	pending []segment
-	size    int
-	total   int64
-	cut     bool
-	closed  bool
-	kick    chan struct{}
-	done    chan struct{}
-	space   *sync.Cond
-	seq     int
+	mu       sync.Mutex
+	pending  []segment
+	size     int
+	total    int64
+	cut      bool
+	closed   bool
+	kick     chan struct{}
+	done     chan struct{}
+	space    *sync.Cond
+	seq      int
+	consumed map[string]int64 // bytes read of each stream, shipped or cut
+	from     shipProgress
 }
 
-func newShipper(a *Agent, job string, attempt int) *shipper {
-	return newShipperTo(a, job, attempt, func(ctx context.Context, seq int, stream string, data []byte) error {
-		return a.mgr.AppendLog(ctx, job, attempt, seq, stream, data)
-	})
+func newShipper(a *Agent, job string, attempt int, dir string, from shipProgress) *shipper {
+	s := &shipper{a: a, job: job, attempt: attempt, progress: filepath.Join(dir, shipFile),
+		kick: make(chan struct{}, 1), done: make(chan struct{}), seq: from.Seq, total: from.Total, cut: from.Cut,
+		consumed: map[string]int64{"stdout": from.Stdout, "stderr": from.Stderr}, from: from}
+	s.space = sync.NewCond(&s.mu)
+	go s.loop()
+	return s
 }
 
 // newShipperTo ships output through deliver, e.g. a build's rather than a
 // job's.
 func newShipperTo(a *Agent, job string, attempt int, deliver func(ctx context.Context, seq int, stream string, data []byte) error) *shipper {
-	s := &shipper{a: a, job: job, attempt: attempt, deliver: deliver, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &shipper{a: a, job: job, attempt: attempt, deliver: deliver, kick: make(chan struct{}, 1), done: make(chan struct{}),
+		consumed: map[string]int64{}}
 	s.space = sync.NewCond(&s.mu)
 	go s.loop()
 	return s
@@ -61,10 +72,18 @@ type streamWriter struct {
 	stream string
 }
 
-func (s *shipper) writer(stream string) io.Writer { return streamWriter{s, stream} }
+// writer takes a stream read from the container's start, and skips what
+// an earlier run of the agent shipped.
+func (s *shipper) writer(stream string) io.Writer {
+	skip := s.from.Stdout
+	if stream == "stderr" {
+		skip = s.from.Stderr
+	}
+	return &skipWriter{w: streamWriter{s, stream}, n: skip}
+}
 
-// Write queues output. It blocks while a full chunk waits to be sent, so a
-// flood is slowed to what the manager takes instead of filling memory.
+// Write queues output. It blocks while chunks wait to be written to disk,
+// so a flood cannot fill memory.
 func (w streamWriter) Write(p []byte) (int, error) {
 	s := w.s
 	s.mu.Lock()
@@ -73,6 +92,7 @@ func (w streamWriter) Write(p []byte) (int, error) {
 		s.space.Wait()
 	}
 	n := len(p)
+	s.consumed[w.stream] += int64(n)
 	if room := s.a.cfg.LogLimitBytes - s.total; int64(len(p)) > room {
 		if !s.cut {
 			s.cut = true
@@ -117,14 +137,23 @@ func (s *shipper) loop() {
 		}
 		s.mu.Lock()
 		segs, closed := s.pending, s.closed
+		p := shipProgress{Stdout: s.consumed["stdout"], Stderr: s.consumed["stderr"], Total: s.total, Cut: s.cut}
 		s.pending, s.size = nil, 0
 		s.space.Broadcast()
 		s.mu.Unlock()
-		for _, seg := range segs {
-			for len(seg.data) > 0 {
-				n := min(len(seg.data), chunkBytes)
-				s.send(seg.stream, seg.data[:n])
-				seg.data = seg.data[n:]
+		if len(segs) > 0 {
+			for _, seg := range segs {
+				for len(seg.data) > 0 {
+					n := min(len(seg.data), chunkBytes)
+					s.put(seg.stream, seg.data[:n])
+					seg.data = seg.data[n:]
+				}
+			}
+			p.Seq = s.seq
+			if s.progress == "" {
+				// Nothing to resume: the output went straight out.
+			} else if err := saveJSON(s.progress, p); err != nil {
+				s.a.log.Error("saving how far the output was shipped", "job", s.job, "err", err)
 			}
 		}
 		if closed {
@@ -133,26 +162,22 @@ func (s *shipper) loop() {
 	}
 }
 
-// send delivers one chunk, retrying while the manager is away. A refusal
-// drops the chunk: the job is no longer this node's.
-func (s *shipper) send(stream string, data []byte) {
+// put queues one chunk in the outbox, or delivers it when the shipper was
+// given a delivery of its own.
+func (s *shipper) put(stream string, data []byte) {
 	seq := s.seq
 	s.seq++
-	ctx := context.Background()
-	b := newBackoff(100*time.Millisecond, 5*time.Second)
-	for attempt := 0; ; attempt++ {
-		err := s.deliver(ctx, seq, stream, data)
-		if err == nil || !retryable(err) || attempt >= 30 {
-			if err != nil {
-				s.a.log.Warn("log chunk dropped", "job", s.job, "seq", seq, "err", err)
-			}
-			return
-		}
-		b.wait(ctx)
+	if s.deliver != nil {
+		s.send(seq, stream, data)
+		return
+	}
+	env := envelope{Job: s.job, Attempt: s.attempt, Seq: seq, Stream: stream, Data: data}
+	if _, err := s.a.outbox.put(env); err != nil {
+		s.a.log.Error("log chunk lost: the outbox cannot be written", "job", s.job, "seq", seq, "err", err)
 	}
 }
 
-// close flushes what is left and waits until it is sent.
+// close writes what is left and waits until it is in the outbox.
 func (s *shipper) close(ctx context.Context) {
 	s.mu.Lock()
 	s.closed = true
@@ -165,5 +190,22 @@ func (s *shipper) close(ctx context.Context) {
 	select {
 	case <-s.done:
 	case <-ctx.Done():
+	}
+}
+
+// send delivers one chunk, retrying while the manager is away. A refusal
+// drops the chunk: the build is no longer this node's.
+func (s *shipper) send(seq int, stream string, data []byte) {
+	ctx := context.Background()
+	b := newBackoff(100*time.Millisecond, 5*time.Second)
+	for attempt := 0; ; attempt++ {
+		err := s.deliver(ctx, seq, stream, data)
+		if err == nil || !retryable(err) || attempt >= 30 {
+			if err != nil {
+				s.a.log.Warn("log chunk dropped", "id", s.job, "seq", seq, "err", err)
+			}
+			return
+		}
+		b.wait(ctx)
 	}
 }

@@ -48,6 +48,23 @@ type Runtime interface {
 	Inspect(ctx context.Context, id string) (ContainerInfo, error)
 	// Containers lists containers, running or not, carrying all labels.
 	Containers(ctx context.Context, labels map[string]string) ([]ContainerInfo, error)
+
+	// EnsureNetwork makes sure a network named spec.Name exists as spec
+	// says, creating it if need be, and returns its ID. A network of that
+	// name made differently is an error wrapping gef.ErrConflict.
+	EnsureNetwork(ctx context.Context, spec NetworkSpec) (string, error)
+}
+
+// NetworkSpec is a network for long-lived service containers: a bridge the
+// node reaches their ports on.
+type NetworkSpec struct {
+	Name string
+	// Internal cuts the network off from the outside: its containers
+	// reach nothing beyond it, and are reached only from the host.
+	Internal bool
+	// Isolated stops containers on the network from reaching each other.
+	Isolated bool
+	Labels   map[string]string
 }
 
 // EngineInfo names the engine and the API version spoken with it.
@@ -83,14 +100,17 @@ type ContainerSpec struct {
 	Mounts          []BindMount
 	Tmpfs           map[string]string // path → mount options
 	ReadOnlyRootfs  bool
-	Network         string // "none" unless network is allowed
+	Network         string // "none" unless network is allowed; a name or ID
 	DropAllCaps     bool
 	NoNewPrivileges bool
 	MemoryBytes     int64
 	NanoCPUs        int64
 	PidsLimit       int64
-	// LogMaxBytes caps what the engine keeps of the container's output.
+	// LogMaxBytes caps each file the engine keeps of the container's
+	// output, and LogMaxFiles the number of files it rotates through (0
+	// means 1), so the engine keeps at most their product.
 	LogMaxBytes int64
+	LogMaxFiles int
 	// ExposePort publishes a container port on the host's loopback, for
 	// long-lived HTTP services; zero means none.
 	ExposePort int
@@ -123,4 +143,6 @@ type ContainerInfo struct {
 	FinishedAt time.Time
 	// HostPort is the loopback port that ExposePort was published on.
 	HostPort int
+	// IPAddress is the container's address on its network, if it has one.
+	IPAddress string
 }

@@ -27,6 +27,11 @@ type task struct {
 	stopReason string // empty when the manager canceled the job
 	isStopping bool
 	container  string
+
+	// adopted is the container an earlier run of the agent left for this
+	// job; the task takes it up where it is instead of making one.
+	adopted *ContainerInfo
+	status  *stagingStatus
 }
 
 func newTask(a *Agent, job gef.Assignment) *task {
@@ -55,19 +60,29 @@ var errAbandon = errors.New("the manager no longer gives this job to the node")
 
 func (t *task) run(ctx context.Context) {
 	log := t.a.log.With("job", t.job.JobID, "attempt", t.job.Attempt)
+	if done, ok := t.a.outbox.final(t.job.JobID, t.job.Attempt); ok {
+		// An earlier run finished the job; its report waits to be taken.
+		t.awaitFinal(ctx, done, log)
+		return
+	}
 	final, err := t.execute(ctx)
 	if errors.Is(err, errAbandon) {
 		log.Warn("job abandoned", "err", err)
-	} else {
-		if err := t.reportFinal(ctx, final); err != nil {
-			log.Error("final report failed", "state", final.State, "err", err)
-		} else {
-			log.Info("job finished", "state", final.State, "reason", final.Reason, "outputs", len(final.Outputs))
-		}
+		t.cleanup(ctx, log)
+		return
 	}
-	t.cleanup(ctx, log)
+	done, err := t.reportFinal(ctx, final)
+	if err != nil {
+		log.Error("final report failed", "state", final.State, "err", err)
+		t.cleanup(ctx, log)
+		return
+	}
+	log.Info("job finished", "state", final.State, "reason", final.Reason, "outputs", len(final.Outputs))
+	t.awaitFinal(ctx, done, log)
 }
 
+// cleanup removes the container and the job's directory: the outputs and
+// what the task saved of its progress.
 func (t *task) cleanup(ctx context.Context, log interface{ Warn(string, ...any) }) {
 	t.mu.Lock()
 	id := t.container
@@ -96,37 +111,49 @@ func (t *task) execute(ctx context.Context) (gef.JobReport, error) {
 	if err != nil || noImage != nil {
 		return derefReport(noImage), err
 	}
-	spec, err := t.containerSpec(img)
-	if err != nil {
-		return t.sysErr("%v", err), nil
-	}
-	digests, err := t.a.inputDigests(ctx, job)
-	if err != nil {
-		return t.sysErr("%v", err), nil
-	}
-	id, err := rt.Create(ctx, spec.ContainerSpec)
-	if err != nil {
-		return t.sysErr("engine: %v", err), nil
+	var (
+		spec    spec
+		id      string
+		from    shipProgress
+		started time.Time
+		digests map[string]string
+	)
+	if c := t.adopted; c != nil {
+		// The running report, with the data's digests, went out before
+		// the agent restarted.
+		id, started, spec = c.ID, c.StartedAt, t.adoptedSpec()
+		if from, err = t.loadProgress(); err != nil {
+			t.a.log.Warn("reading how far the output was shipped; shipping it all again", "job", job.JobID, "err", err)
+			from = shipProgress{}
+		}
+	} else {
+		if spec, err = t.containerSpec(img); err != nil {
+			return t.sysErr("%v", err), nil
+		}
+		if digests, err = t.a.inputDigests(ctx, job); err != nil {
+			return t.sysErr("%v", err), nil
+		}
+		if id, err = rt.Create(ctx, spec.ContainerSpec); err != nil {
+			return t.sysErr("engine: %v", err), nil
+		}
 	}
 	t.mu.Lock()
 	t.container = id
 	t.mu.Unlock()
 
-	ship := newShipper(t.a, job.JobID, job.Attempt)
+	ship := newShipper(t.a, job.JobID, job.Attempt, t.dir, from)
 	logsDone := make(chan error, 1)
-	if err := rt.Start(ctx, id); err != nil {
-		return t.sysErr("engine: %v", err), nil
+	if started.IsZero() {
+		if err := rt.Start(ctx, id); err != nil {
+			ship.close(ctx)
+			return t.sysErr("engine: %v", err), nil
+		}
+		started = time.Now()
 	}
-	started := time.Now()
 	go func() { logsDone <- rt.Logs(ctx, id, ship.writer("stdout"), ship.writer("stderr")) }()
-	running := gef.JobReport{State: gef.JobRunning, At: started, ImageDigest: img.ID, DatasetDigests: digests, Limits: spec.limits()}
-	if err := t.report(ctx, running); err != nil {
-		_ = rt.Stop(ctx, id, 0)
-		ship.close(ctx)
-		return gef.JobReport{}, err
-	}
+	t.report(ctx, gef.JobReport{State: gef.JobRunning, At: started, ImageDigest: img.ID, DatasetDigests: digests, Limits: spec.limits()})
 
-	status, ended, err := t.wait(ctx, id)
+	status, ended, err := t.wait(ctx, id, started)
 	if err != nil {
 		ship.close(ctx)
 		return t.sysErr("engine: %v", err), nil
@@ -168,11 +195,17 @@ func (t *task) execute(ctx context.Context) (gef.JobReport, error) {
 	}
 	// Stage what the container wrote, whatever its exit: a result that was
 	// produced is never thrown away.
-	if err := t.report(ctx, gef.JobReport{State: gef.JobStaging}); err != nil {
-		return gef.JobReport{}, err
-	}
+	t.report(ctx, gef.JobReport{State: gef.JobStaging})
 	outputs, skipped, err := t.stage(ctx)
-	if err != nil {
+	switch {
+	case errors.Is(err, errAbandon):
+		return gef.JobReport{}, err
+	case errors.Is(err, errStopped):
+		if t.stopReasonText() == "" {
+			return gef.JobReport{State: gef.JobCanceled, ExitCode: &status.Code, Reason: "canceled while staging"}, nil
+		}
+		return t.sysErr("staging was stopped because %s", t.a.shutdownReason), nil
+	case err != nil:
 		return t.sysErr("staging outputs: %v", err), nil
 	}
 	final.Outputs = outputs
@@ -193,8 +226,9 @@ const (
 	endOutputLimit
 )
 
-// wait waits for the container to exit, stopping it on cancel or timeout.
-func (t *task) wait(ctx context.Context, id string) (ExitStatus, endKind, error) {
+// wait waits for the container started at started to exit, stopping it on
+// cancel or timeout.
+func (t *task) wait(ctx context.Context, id string, started time.Time) (ExitStatus, endKind, error) {
 	type result struct {
 		s   ExitStatus
 		err error
@@ -204,8 +238,7 @@ func (t *task) wait(ctx context.Context, id string) (ExitStatus, endKind, error)
 		s, err := t.a.rt.Wait(ctx, id)
 		done <- result{s, err}
 	}()
-	timeout := t.timeout()
-	timer := time.NewTimer(timeout)
+	timer := time.NewTimer(max(0, t.timeout()-time.Since(started)))
 	defer timer.Stop()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -261,7 +294,7 @@ func (t *task) containerSpec(img ImageInfo) (spec, error) {
 		Env:        []string{"GEF_JOB_ID=" + job.JobID},
 		User:       cfg.User,
 		Labels: map[string]string{LabelJob: job.JobID, LabelAttempt: strconv.Itoa(job.Attempt),
-			LabelNode: cfg.Name, LabelManager: cfg.Manager},
+			LabelNode: cfg.Name, LabelManager: cfg.Manager, LabelInstance: t.a.instance},
 		Tmpfs:           map[string]string{"/tmp": "rw,nosuid,nodev,size=256m"},
 		ReadOnlyRootfs:  true,
 		Network:         "none",
@@ -320,29 +353,27 @@ func (t *task) containerSpec(img ImageInfo) (spec, error) {
 
 func (t *task) outputDir(name string) string { return filepath.Join(t.dir, "out", name) }
 
-// report sends an intermediate report, retrying while the manager is away.
-// A refusal means the job is no longer ours: the task is abandoned.
-func (t *task) report(ctx context.Context, r gef.JobReport) error {
-	r.Attempt = t.job.Attempt
-	if r.At.IsZero() {
-		r.At = time.Now()
-	}
-	b := newBackoff(100*time.Millisecond, 5*time.Second)
-	for {
-		_, err := t.a.mgr.Report(ctx, t.job.JobID, r)
-		switch {
-		case err == nil:
-			return nil
-		case !retryable(err):
-			return fmt.Errorf("%w: %v", errAbandon, err)
-		}
-		t.a.log.Warn("report failed; retrying", "job", t.job.JobID, "state", r.State, "err", err)
-		if !b.wait(ctx) {
-			return ctx.Err()
+// report queues an intermediate report in the outbox, which delivers it
+// whenever the manager is there. If the work directory cannot be written,
+// it is sent at once instead, once.
+func (t *task) report(ctx context.Context, r gef.JobReport) {
+	if _, err := t.a.outbox.report(t.job.JobID, t.job.Attempt, r); err != nil {
+		t.a.log.Error("queueing a report; sending it directly", "job", t.job.JobID, "state", r.State, "err", err)
+		r.Attempt = t.job.Attempt
+		if _, err := t.a.mgr.Report(ctx, t.job.JobID, r); err != nil {
+			t.a.log.Warn("report lost", "job", t.job.JobID, "state", r.State, "err", err)
 		}
 	}
 }
 
-// reportFinal delivers the final report. It keeps trying for as long as
-// the agent lives: a finished job must not be lost.
-func (t *task) reportFinal(ctx context.Context, r gef.JobReport) error { return t.report(ctx, r) }
+// reportFinal queues the report that ends the attempt. The channel gets
+// the manager's answer once it has taken it.
+func (t *task) reportFinal(_ context.Context, r gef.JobReport) (<-chan error, error) {
+	return t.a.outbox.report(t.job.JobID, t.job.Attempt, r)
+}
+
+func (t *task) stopReasonText() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.stopReason
+}

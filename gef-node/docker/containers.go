@@ -115,7 +115,7 @@ func containerConfig(spec agent.ContainerSpec, apiVersion string) (*container.Co
 			Type: "json-file",
 			Config: map[string]string{
 				"max-size": strconv.FormatInt(spec.LogMaxBytes, 10),
-				"max-file": "1",
+				"max-file": strconv.Itoa(max(1, spec.LogMaxFiles)),
 			},
 		}
 	}
@@ -291,6 +291,7 @@ func containerInfo(c container.InspectResponse) (agent.ContainerInfo, error) {
 	}
 	if c.NetworkSettings != nil {
 		info.HostPort = hostPort(c.NetworkSettings.Ports)
+		info.IPAddress = ipAddress(c.NetworkSettings.Networks)
 	}
 	return info, nil
 }
@@ -318,6 +319,17 @@ func hostPort(ports nat.PortMap) int {
 		}
 	}
 	return 0
+}
+
+// ipAddress is the container's address on the first of its networks that
+// gave it one; the agent attaches a container to one network at most.
+func ipAddress(nets map[string]*network.EndpointSettings) string {
+	for _, name := range slices.Sorted(maps.Keys(nets)) {
+		if n := nets[name]; n != nil && n.IPAddress != "" {
+			return n.IPAddress
+		}
+	}
+	return ""
 }
 
 // Containers lists containers, running or not, carrying all labels.

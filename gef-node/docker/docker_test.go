@@ -104,6 +104,16 @@ func main() {
 		fmt.Println("allocated", len(keep))
 	case "id":
 		fmt.Println(os.Getuid(), os.Getgid())
+	case "spew": // KIB kibibytes of output, in 1 KiB lines
+		kib, _ := strconv.Atoi(args[0])
+		line := make([]byte, 1024)
+		for i := range line {
+			line[i] = 'x'
+		}
+		line[len(line)-1] = '\n'
+		for i := 0; i < kib; i++ {
+			os.Stdout.Write(line)
+		}
 	case "serve":
 		fmt.Println("ready")
 		http.ListenAndServe(":"+args[0], http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -53,6 +54,7 @@ type engine interface {
 	systemAPI
 	imageAPI
 	containerAPI
+	networkAPI
 	Close() error
 }
 
@@ -65,8 +67,9 @@ type systemAPI interface {
 // Runtime is an agent.Runtime backed by a Docker engine. It is safe for
 // concurrent use.
 type Runtime struct {
-	api  engine
-	opts Options
+	api   engine
+	opts  Options
+	netMu sync.Mutex // EnsureNetwork
 }
 
 // New connects to the engine, pings it and settles the API version.

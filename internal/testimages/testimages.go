@@ -14,7 +14,7 @@ import (
 	"github.com/eudat-gef/gef/services"
 )
 
-//go:embed testsvc/main.go testsvc/Dockerfile hostile/main.go hostile/Dockerfile
+//go:embed testsvc/main.go testsvc/Dockerfile hostile/main.go hostile/Dockerfile websvc/main.go websvc/Dockerfile jsonsvc/main.go jsonsvc/Dockerfile
 var sources embed.FS
 
 // Image names a buildable image.
@@ -30,7 +30,12 @@ var (
 	Hostile     = Image{Name: "hostile", Tag: "gef-test/hostile:latest", src: sub(sources, "hostile")}
 	Checksum    = Image{Name: "checksum", Tag: "gef/checksum:1.0.0", src: sub(services.Examples, "checksum")}
 	CSVStats    = Image{Name: "csvstats", Tag: "gef/csvstats:1.0.0", src: sub(services.Examples, "csvstats")}
-	All         = []Image{TestService, Hostile, Checksum, CSVStats}
+	// WebService is a long-lived HTTP service for the session tests.
+	WebService = Image{Name: "websvc", Tag: "gef-test/websvc:latest", src: sub(sources, "websvc")}
+	// JSONService is a short batch service that prints JSON, for calls.
+	JSONService = Image{Name: "jsonsvc", Tag: "gef-test/jsonsvc:latest", src: sub(sources, "jsonsvc")}
+	Browse      = Image{Name: "browse", Tag: "gef/browse:1.0.0", src: sub(services.Examples, "browse")}
+	All         = []Image{TestService, Hostile, Checksum, CSVStats, WebService, JSONService, Browse}
 )
 
 func sub(f fs.FS, dir string) fs.FS {
