@@ -29,11 +29,14 @@ type jobData struct {
 	// CanRerun is set once the job has ended, for someone signed in who
 	// may run on every dataset it read.
 	CanRerun bool
-	Inputs   []kv
-	Params   []kv
-	Outputs  int64 // bytes in all
-	Log      string
-	LogCut   bool // Log is only the tail
+	// Retried is set once an attempt of the job has ended and another
+	// runs or waits: the page lists the attempts.
+	Retried bool
+	Inputs  []kv
+	Params  []kv
+	Outputs int64 // bytes in all
+	Log     string
+	LogCut  bool // Log is only the tail
 
 	// Reproducibility (docs/reproducibility.md).
 	RerunOf, ReuseOf string
@@ -153,6 +156,9 @@ func (u *UI) jobView(c *gin.Context) (jobData, bool) {
 	sort.Slice(d.Params, func(a, b int) bool { return d.Params[a].Key < d.Params[b].Key })
 	for _, o := range j.Outputs {
 		d.Outputs += o.Size
+	}
+	if n := len(j.Attempts); n > 1 || n == 1 && j.Attempts[0].State.Final() && !j.State.Final() {
+		d.Retried = true
 	}
 	if j.RerunOf != nil {
 		d.RerunOf = *j.RerunOf

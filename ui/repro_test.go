@@ -36,6 +36,37 @@ func (b *bundle) holdDigest(t *testing.T, d string) {
 func (b *bundle) runNext(t *testing.T, d string, files map[string]string) gef.Job {
 	t.Helper()
 	ctx := context.Background()
+	a, report := b.start(t, d)
+	var manifest []gef.OutputFile
+	for p := range files {
+		manifest = append(manifest, gef.OutputFile{Name: "stats", Path: p})
+	}
+	if len(manifest) > 0 {
+		urls, err := b.m.UploadURLs(ctx, b.node, a.JobID, gef.UploadRequest{Files: manifest})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, f := range manifest {
+			body := files[f.Path]
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPut, urls.URLs["stats/"+f.Path], strings.NewReader(body))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil || resp.StatusCode/100 != 2 {
+				t.Fatalf("upload %s: %v %v", f.Path, err, resp)
+			}
+			resp.Body.Close()
+			sum := sha256.Sum256([]byte(body))
+			manifest[i].Size, manifest[i].SHA256 = int64(len(body)), hex.EncodeToString(sum[:])
+		}
+	}
+	code := 0
+	return report(gef.JobReport{State: gef.JobSucceeded, ExitCode: &code, Outputs: manifest})
+}
+
+// start plays the node for the next queued job as far as running it on
+// data of digest d, and returns its assignment and a way to report on it.
+func (b *bundle) start(t *testing.T, d string) (gef.Assignment, func(gef.JobReport) gef.Job) {
+	t.Helper()
+	ctx := context.Background()
 	var a gef.Assignment
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		resp, err := b.m.Poll(ctx, b.node, gef.PollRequest{Free: 1, Running: []string{}, WaitMS: 200})
@@ -61,29 +92,7 @@ func (b *bundle) runNext(t *testing.T, d string, files map[string]string) gef.Jo
 	}
 	report(gef.JobReport{State: gef.JobRunning, ImageDigest: a.ImageDigest, DatasetDigests: map[string]string{"tables": d},
 		Limits: &gef.Limits{MemoryBytes: 512 << 20, CPUs: 1, Pids: 512, TimeoutSeconds: 3600}})
-	var manifest []gef.OutputFile
-	for p := range files {
-		manifest = append(manifest, gef.OutputFile{Name: "stats", Path: p})
-	}
-	if len(manifest) > 0 {
-		urls, err := b.m.UploadURLs(ctx, b.node, a.JobID, gef.UploadRequest{Files: manifest})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, f := range manifest {
-			body := files[f.Path]
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPut, urls.URLs["stats/"+f.Path], strings.NewReader(body))
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil || resp.StatusCode/100 != 2 {
-				t.Fatalf("upload %s: %v %v", f.Path, err, resp)
-			}
-			resp.Body.Close()
-			sum := sha256.Sum256([]byte(body))
-			manifest[i].Size, manifest[i].SHA256 = int64(len(body)), hex.EncodeToString(sum[:])
-		}
-	}
-	code := 0
-	return report(gef.JobReport{State: gef.JobSucceeded, ExitCode: &code, Outputs: manifest})
+	return a, report
 }
 
 // as returns the manager principal of a user signed in through the API.
@@ -338,5 +347,40 @@ func TestPublicJobPage(t *testing.T) {
 	}
 	if a := anon.get("/jobs/" + ended.ID); a.status != http.StatusSeeOther {
 		t.Fatalf("an anonymous visitor on a job made private: %d", a.status)
+	}
+}
+
+func TestRetriedJobPage(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.publish(t)
+	ctx := context.Background()
+	b.holdDigest(t, digestOf(1))
+	ada := b.user(t, "ada", gef.RoleUser)
+	j, err := b.m.Submit(ctx, b.as(t, "ada"), gef.JobRequest{Service: "table-stats", Dataset: "tables", Params: map[string]any{"column": "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page := ada.get("/jobs/" + j.ID); strings.Contains(page.body, `id="attempt"`) || strings.Contains(page.body, "<h2>Attempts</h2>") {
+		t.Fatal("a first attempt shows attempts")
+	}
+	_, report := b.start(t, digestOf(1))
+	if again := report(gef.JobReport{State: gef.JobSystemError, Reason: "the engine failed: disk full"}); again.State.Final() {
+		t.Fatalf("after a system error the job is %s", again.State)
+	}
+	page := ada.get("/jobs/" + j.ID)
+	for _, want := range []string{"attempt 1 failed: the engine failed: disk full; retrying (attempt 2 of 3)", "<h2>Attempts</h2>", `<tr data-attempt="1">`} {
+		if !strings.Contains(page.body, want) {
+			t.Errorf("the retried job's page lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Fatal(page.body)
+	}
+	b.runNext(t, digestOf(1), map[string]string{"stats.json": "{}"})
+	page = ada.get("/jobs/" + j.ID)
+	if !strings.Contains(page.body, `data-state="succeeded"`) || !strings.Contains(page.body, `<tr data-attempt="2">`) ||
+		!strings.Contains(page.body, `id="attempt">attempt 2 of 3</span>`) {
+		t.Fatalf("the retried job's page once it succeeded:\n%s", page.body)
 	}
 }
