@@ -21,6 +21,9 @@ type Service struct {
 	Cmd         []string          `json:"cmd"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Deprecated  bool              `json:"deprecated"`
+	// Network is set when an admin allowed the service's containers to
+	// reach the network; otherwise they run with none.
+	Network bool `json:"network"`
 	Publisher   string            `json:"publisher,omitempty"`
 	CreatedAt   time.Time         `json:"created_at"`
 }

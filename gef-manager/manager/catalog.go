@@ -247,3 +247,16 @@ func (m *Manager) SetNodeState(ctx context.Context, p Principal, name string, st
 	}
 	return m.store.Node(ctx, name)
 }
+
+// AllowNetwork lets a service version's containers reach the network, or
+// takes that away (admins only). Without it they run with no network.
+func (m *Manager) AllowNetwork(ctx context.Context, p Principal, name, version string, allow bool) (gef.Service, error) {
+	if err := requireRole(p, gef.RoleAdmin); err != nil {
+		return gef.Service{}, err
+	}
+	if err := m.store.SetServiceNetwork(ctx, name, version, allow); err != nil {
+		return gef.Service{}, err
+	}
+	m.log.Info("service network", "service", name, "version", version, "allowed", allow, "by", p.Name)
+	return m.store.Service(ctx, name, version)
+}

@@ -62,6 +62,7 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 	v1.GET("/services/:name", s.getService)
 	v1.GET("/services/:name/:version", s.getServiceVersion)
 	v1.POST("/services/:name/:version/deprecate", s.deprecateService)
+	v1.POST("/services/:name/:version/network", s.setServiceNetwork)
 	v1.DELETE("/services/:name/:version", s.deleteService)
 
 	v1.GET("/builds", s.listBuilds)
