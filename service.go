@@ -23,9 +23,9 @@ type Service struct {
 	Deprecated  bool              `json:"deprecated"`
 	// Network is set when an admin allowed the service's containers to
 	// reach the network; otherwise they run with none.
-	Network bool `json:"network"`
-	Publisher   string            `json:"publisher,omitempty"`
-	CreatedAt   time.Time         `json:"created_at"`
+	Network   bool      `json:"network"`
+	Publisher string    `json:"publisher,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // Input kinds.
