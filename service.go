@@ -21,8 +21,11 @@ type Service struct {
 	Cmd         []string          `json:"cmd"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Deprecated  bool              `json:"deprecated"`
-	Publisher   string            `json:"publisher,omitempty"`
-	CreatedAt   time.Time         `json:"created_at"`
+	// Network is set when an admin allowed the service's containers to
+	// reach the network; otherwise they run with none.
+	Network   bool      `json:"network"`
+	Publisher string    `json:"publisher,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // Input kinds.

@@ -187,6 +187,14 @@ func (c *Client) Deprecate(ctx context.Context, name, version string, deprecated
 	return svc, err
 }
 
+// AllowNetwork lets a service version reach the network, or not (admin).
+func (c *Client) AllowNetwork(ctx context.Context, name, version string, allow bool) (gef.Service, error) {
+	var svc gef.Service
+	err := c.Do(ctx, http.MethodPost, "/api/v1/services/"+url.PathEscape(name)+"/"+url.PathEscape(version)+"/network",
+		map[string]bool{"allow": allow}, &svc)
+	return svc, err
+}
+
 // Datasets lists the datasets.
 func (c *Client) Datasets(ctx context.Context) ([]gef.Dataset, error) {
 	var page gef.Page[gef.Dataset]

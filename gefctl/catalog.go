@@ -14,6 +14,7 @@ func init() {
 		command{"versions", "NAME", "list the versions of a service", cmdServices},
 		command{"service", "NAME [VERSION]", "show a service: inputs, outputs, parameters", cmdService},
 		command{"deprecate", "NAME VERSION [--undo]", "hide a version from new runs", cmdDeprecate},
+		command{"network", "NAME VERSION [--deny]", "let a service version reach the network (admin)", cmdNetwork},
 		command{"datasets", "", "list datasets and where they are", cmdDatasets},
 		command{"nodes", "", "list node agents", cmdNodes},
 		command{"drain", "NODE [--undo]", "stop giving a node new jobs", cmdDrain},
@@ -200,4 +201,22 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func cmdNetwork(ctx context.Context, e *env, args []string) error {
+	fs := flags("network")
+	deny := fs.Bool("deny", false, "take the network away again")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usagef("usage: gefctl network NAME VERSION [--deny]")
+	}
+	s, err := e.c.AllowNetwork(ctx, pos[0], pos[1], !*deny)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.out, "%s %s network=%v\n", s.Name, s.Version, s.Network)
+	return nil
 }

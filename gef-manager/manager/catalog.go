@@ -141,19 +141,24 @@ func (m *Manager) DeprecateService(ctx context.Context, p Principal, name, versi
 }
 
 // mayMaintain checks that p may publish or deprecate versions of the named
-// service: a maintainer looks after the services they first published.
+// service: a maintainer looks after the services they first published, and
+// versions an admin adds do not take a service from its maintainer.
 func (m *Manager) mayMaintain(ctx context.Context, p Principal, name string) error {
 	if p.Is(gef.RoleAdmin) {
 		return nil
 	}
 	existing, err := m.store.Services(ctx, name)
-	if err != nil {
+	if err != nil || len(existing) == 0 {
 		return err
 	}
-	for _, s := range existing {
-		if s.Publisher != p.Name {
-			return fmt.Errorf("service %q is maintained by %s: %w", name, s.Publisher, gef.ErrForbidden)
+	first := existing[0]
+	for _, s := range existing[1:] {
+		if s.CreatedAt.Before(first.CreatedAt) {
+			first = s
 		}
+	}
+	if first.Publisher != p.Name {
+		return fmt.Errorf("service %q is maintained by %s: %w", name, first.Publisher, gef.ErrForbidden)
 	}
 	return nil
 }
@@ -210,18 +215,18 @@ func (m *Manager) Dataset(ctx context.Context, p Principal, name string) (gef.Da
 	return d, nil
 }
 
-// Nodes lists the nodes.
+// Nodes lists the nodes, for operators (admins).
 func (m *Manager) Nodes(ctx context.Context, p Principal) ([]gef.Node, error) {
-	if p.Anonymous() {
-		return nil, fmt.Errorf("sign in first: %w", gef.ErrUnauthorized)
+	if err := requireRole(p, gef.RoleAdmin); err != nil {
+		return nil, err
 	}
 	return m.store.Nodes(ctx)
 }
 
-// Node returns one node.
+// Node returns one node, for operators (admins).
 func (m *Manager) Node(ctx context.Context, p Principal, name string) (gef.Node, error) {
-	if p.Anonymous() {
-		return gef.Node{}, fmt.Errorf("sign in first: %w", gef.ErrUnauthorized)
+	if err := requireRole(p, gef.RoleAdmin); err != nil {
+		return gef.Node{}, err
 	}
 	return m.store.Node(ctx, name)
 }
@@ -241,4 +246,17 @@ func (m *Manager) SetNodeState(ctx context.Context, p Principal, name string, st
 		m.wake(ctx, name)
 	}
 	return m.store.Node(ctx, name)
+}
+
+// AllowNetwork lets a service version's containers reach the network, or
+// takes that away (admins only). Without it they run with no network.
+func (m *Manager) AllowNetwork(ctx context.Context, p Principal, name, version string, allow bool) (gef.Service, error) {
+	if err := requireRole(p, gef.RoleAdmin); err != nil {
+		return gef.Service{}, err
+	}
+	if err := m.store.SetServiceNetwork(ctx, name, version, allow); err != nil {
+		return gef.Service{}, err
+	}
+	m.log.Info("service network", "service", name, "version", version, "allowed", allow, "by", p.Name)
+	return m.store.Service(ctx, name, version)
 }

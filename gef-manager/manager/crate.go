@@ -460,7 +460,8 @@ func (m *Manager) JobFromCrate(ctx context.Context, p Principal, crate []byte, a
 		return gef.Job{}, err
 	}
 	argv := append(append(append([]string{}, svc.Entrypoint...), svc.Cmd...), services.Argv(&svc, params)...)
-	spec := gef.Assignment{ImageDigest: svc.Digest, Argv: argv, Files: files, Outputs: svc.Outputs, Resources: svc.Resources}
+	spec := gef.Assignment{ImageDigest: svc.Digest, Argv: argv, Files: files, Outputs: svc.Outputs, Resources: svc.Resources,
+		Network: svc.Network}
 	for _, in := range svc.DatasetInputs() {
 		spec.Mounts = append(spec.Mounts, gef.Mount{Input: in.Name, Dataset: bindings[in.Name], Path: in.Path})
 	}

@@ -70,7 +70,8 @@ func (m *Manager) submit(ctx context.Context, p Principal, svc gef.Service, req 
 		MaxAttempts: attempts, RetryFailed: req.RetryFailed, Attempts: []gef.Attempt{},
 		Timestamps: gef.Timestamps{Queued: m.now().UTC()},
 	}
-	spec := gef.Assignment{ImageDigest: svc.Digest, Argv: argv, Files: files, Outputs: svc.Outputs, Resources: svc.Resources}
+	spec := gef.Assignment{ImageDigest: svc.Digest, Argv: argv, Files: files, Outputs: svc.Outputs, Resources: svc.Resources,
+		Network: svc.Network}
 	for _, in := range svc.DatasetInputs() {
 		spec.Mounts = append(spec.Mounts, gef.Mount{Input: in.Name, Dataset: bindings[in.Name], Path: in.Path})
 	}

@@ -172,6 +172,9 @@ func (m *Manager) DeleteService(ctx context.Context, p Principal, name, version 
 	if err != nil {
 		return err
 	}
+	if err := m.mayMaintain(ctx, p, name); err != nil {
+		return err
+	}
 	if err := m.store.DeleteService(ctx, name, version); err != nil {
 		return err
 	}

@@ -197,3 +197,45 @@ func TestJobReaders(t *testing.T) {
 		t.Fatalf("a reader canceling: %v, want 403", err)
 	}
 }
+
+func TestNetworkIsAnAdminsChoice(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	node := simNode(t, b, "n1", "d")
+	maint := userClient(t, b, "m", gef.RoleMaintainer)
+	svc, err := maint.RegisterImage(ctx, fakeImage.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	network := func() bool {
+		t.Helper()
+		j, err := b.admin.Submit(ctx, gef.JobRequest{Service: svc.Name, Dataset: "d", Reuse: new(bool)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := node.Poll(ctx, gef.PollRequest{Free: 1, Running: []string{}})
+		if err != nil || len(resp.Jobs) != 1 || resp.Jobs[0].JobID != j.ID {
+			t.Fatalf("poll: %+v %v", resp, err)
+		}
+		_, _ = b.admin.Cancel(ctx, j.ID)
+		return resp.Jobs[0].Network
+	}
+	if network() {
+		t.Fatal("a service runs with the network before an admin allowed it")
+	}
+	var e *client.Error
+	if err := maint.Do(ctx, http.MethodPost, "/api/v1/services/"+svc.Name+"/"+svc.Version+"/network",
+		map[string]bool{"allow": true}, nil); !errors.As(err, &e) || e.Status != http.StatusForbidden {
+		t.Fatalf("the maintainer allowing the network: %v", err)
+	}
+	var got gef.Service
+	if err := b.admin.Do(ctx, http.MethodPost, "/api/v1/services/"+svc.Name+"/"+svc.Version+"/network",
+		map[string]bool{"allow": true}, &got); err != nil || !got.Network {
+		t.Fatalf("an admin allowing the network: %+v %v", got, err)
+	}
+	// The node was told the first job was canceled; it lists nothing.
+	if !network() {
+		t.Fatal("an allowed service's job was not given the network")
+	}
+}

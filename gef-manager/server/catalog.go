@@ -120,3 +120,23 @@ func (s *Server) setDatasetAccess(c *gin.Context) {
 	}
 	c.JSON(http.StatusOK, d)
 }
+
+func (s *Server) setServiceNetwork(c *gin.Context) {
+	var req struct {
+		Allow *bool `json:"allow"`
+	}
+	if err := decode(c, &req); err != nil {
+		s.fail(c, err)
+		return
+	}
+	if req.Allow == nil {
+		s.fail(c, gef.Invalid("allow", "is required: true or false"))
+		return
+	}
+	svc, err := s.m.AllowNetwork(c.Request.Context(), principal(c), c.Param("name"), c.Param("version"), *req.Allow)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, svc)
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/eudat-gef/gef"
 	"github.com/eudat-gef/gef/api"
 	"github.com/eudat-gef/gef/gef-manager/auth"
 	"github.com/eudat-gef/gef/gef-manager/manager"
@@ -61,6 +62,7 @@ func New(m *manager.Manager, log *slog.Logger, blobs http.Handler) *Server {
 	v1.GET("/services/:name", s.getService)
 	v1.GET("/services/:name/:version", s.getServiceVersion)
 	v1.POST("/services/:name/:version/deprecate", s.deprecateService)
+	v1.POST("/services/:name/:version/network", s.setServiceNetwork)
 	v1.DELETE("/services/:name/:version", s.deleteService)
 
 	v1.GET("/builds", s.listBuilds)
@@ -160,7 +162,17 @@ func (s *Server) authenticate(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	if p.Is(gef.RoleNode) && !nodeMayUse(c.Request.URL.Path) {
+		abort(c, http.StatusForbidden, "forbidden", "a node credential may use the node protocol only")
+		return
+	}
 	c.Set(principalKey, p)
+}
+
+// nodeMayUse reports whether a node credential may call path: the node
+// protocol, and the few endpoints that say who it is and how to talk.
+func nodeMayUse(path string) bool {
+	return strings.HasPrefix(path, "/api/v1/node/") || path == "/api/v1/whoami" || path == "/api/v1/openapi.yaml"
 }
 
 func principal(c *gin.Context) manager.Principal {

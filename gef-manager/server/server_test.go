@@ -38,9 +38,19 @@ type managerConfig = manager.Config
 // setupWith is setup with the manager's configuration changed by tune.
 func setupWith(t testing.TB, tune func(*managerConfig)) *bundle {
 	t.Helper()
+	return setupFull(t, tune, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// setupLogged is setup with the manager logging to log.
+func setupLogged(t testing.TB, log *slog.Logger) *bundle {
+	t.Helper()
+	return setupFull(t, nil, log)
+}
+
+func setupFull(t testing.TB, tune func(*managerConfig), log *slog.Logger) *bundle {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := store.Open(ctx, "sqlite:"+filepath.Join(dir, "gef.db"), nil)
 	if err != nil {
 		t.Fatal(err)

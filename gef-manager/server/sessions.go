@@ -105,10 +105,13 @@ const defaultCallWait = 30 * time.Second
 // the job to follow if it outlives the wait.
 func (s *Server) callService(c *gin.Context) {
 	var body struct {
-		Version string            `json:"version,omitempty"`
-		Inputs  map[string]string `json:"inputs,omitempty"`
-		Dataset string            `json:"dataset,omitempty"`
-		Params  map[string]any    `json:"params,omitempty"`
+		Version     string            `json:"version,omitempty"`
+		Inputs      map[string]string `json:"inputs,omitempty"`
+		Dataset     string            `json:"dataset,omitempty"`
+		Params      map[string]any    `json:"params,omitempty"`
+		Reuse       *bool             `json:"reuse,omitempty"`
+		MaxAttempts int               `json:"max_attempts,omitempty"`
+		RetryFailed bool              `json:"retry_failed,omitempty"`
 	}
 	if c.Request.ContentLength != 0 {
 		if err := decode(c, &body); err != nil {
@@ -126,7 +129,7 @@ func (s *Server) callService(c *gin.Context) {
 		wait = time.Duration(n) * time.Second
 	}
 	req := gef.JobRequest{Service: c.Param("name"), Version: body.Version, Inputs: body.Inputs, Dataset: body.Dataset,
-		Params: body.Params}
+		Params: body.Params, Reuse: body.Reuse, MaxAttempts: body.MaxAttempts, RetryFailed: body.RetryFailed}
 	res, err := s.m.Call(c.Request.Context(), principal(c), req, wait)
 	if err != nil {
 		if res.Job.ID != "" && c.Request.Context().Err() != nil {

@@ -19,6 +19,7 @@ type serviceRow struct {
 	Deprecated bool   `db:"deprecated"`
 	Publisher  string `db:"publisher"`
 	CreatedAt  int64  `db:"created_at"`
+	Network    bool   `db:"network"`
 }
 
 func (r serviceRow) service() (gef.Service, error) {
@@ -28,6 +29,7 @@ func (r serviceRow) service() (gef.Service, error) {
 	}
 	svc.Name, svc.Version, svc.Digest = r.Name, r.Version, r.Digest
 	svc.Deprecated, svc.Publisher, svc.CreatedAt = r.Deprecated, r.Publisher, fromMicros(r.CreatedAt)
+	svc.Network = r.Network
 	return svc, nil
 }
 
@@ -101,6 +103,19 @@ func (s *Store) DeprecateService(ctx context.Context, name, version string, depr
 	res, err := s.db.ExecContext(ctx, s.q(`UPDATE services SET deprecated = ? WHERE name = ? AND version = ?`), deprecated, name, version)
 	if err != nil {
 		return fmt.Errorf("store: deprecate: %w", classify(err))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("store: service %s %s: %w", name, version, gef.ErrNotFound)
+	}
+	return nil
+}
+
+// SetServiceNetwork allows a service version's containers the network, or
+// takes it away.
+func (s *Store) SetServiceNetwork(ctx context.Context, name, version string, allow bool) error {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE services SET network = ? WHERE name = ? AND version = ?`), allow, name, version)
+	if err != nil {
+		return fmt.Errorf("store: service network: %w", classify(err))
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("store: service %s %s: %w", name, version, gef.ErrNotFound)

@@ -34,7 +34,11 @@ CREATE TABLE job_readers (
     PRIMARY KEY (job_id, kind, name)
 );
 
+-- A service may reach the network only if an admin allowed it.
+ALTER TABLE services ADD COLUMN network BOOLEAN NOT NULL DEFAULT FALSE;
+
 -- +goose Down
+ALTER TABLE services DROP COLUMN network;
 DROP TABLE job_readers;
 DROP TABLE dataset_access;
 ALTER TABLE datasets DROP COLUMN restricted;
