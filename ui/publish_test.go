@@ -206,3 +206,35 @@ func TestDeleteVersion(t *testing.T) {
 		t.Fatal("the deleted version is still listed")
 	}
 }
+
+func TestServiceNetwork(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.publish(t)
+	admin := b.user(t, "root", gef.RoleAdmin)
+	maint := b.user(t, "mae", gef.RoleMaintainer)
+	page := admin.get("/services/table-stats")
+	if !strings.Contains(page.body, `<dd id="network">none`) || !strings.Contains(page.body, "Allow the network") {
+		t.Fatalf("the service page lacks its network:\n%s", page.body)
+	}
+	if strings.Contains(maint.get("/services/table-stats").body, "Allow the network") {
+		t.Fatal("a maintainer is offered to allow the network")
+	}
+	if a := maint.post("/services/table-stats/versions/1.0.0/network", url.Values{"csrf": {maint.token("/")}, "network": {"true"}}); a.status != http.StatusForbidden {
+		t.Fatalf("a maintainer allowing the network: %d", a.status)
+	}
+	tok := csrfInput.FindStringSubmatch(page.body)[1]
+	if a := admin.post("/services/table-stats/versions/1.0.0/network", url.Values{"network": {"true"}}); a.status != http.StatusForbidden {
+		t.Fatalf("allow the network without the form token: %d", a.status)
+	}
+	a := admin.post("/services/table-stats/versions/1.0.0/network", url.Values{"csrf": {tok}, "network": {"true"}})
+	if a.status != http.StatusSeeOther || !strings.HasSuffix(a.location, "notice=network-allowed") {
+		t.Fatalf("allow the network: %d %q", a.status, a.location)
+	}
+	if page := admin.get(a.location); !strings.Contains(page.body, `<dd id="network">allowed by an administrator`) {
+		t.Fatal("the page does not show the network allowed")
+	}
+	if a := admin.post("/services/table-stats/versions/1.0.0/network", url.Values{"csrf": {tok}, "network": {"false"}}); !strings.HasSuffix(a.location, "notice=network-none") {
+		t.Fatalf("take the network away: %d %q", a.status, a.location)
+	}
+}

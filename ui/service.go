@@ -51,14 +51,14 @@ func (u *UI) showService(c *gin.Context, t *template.Template, status int, versi
 			return
 		}
 	}
-	// As the manager judges it: a maintainer looks after the services they
-	// first published.
-	d.MayMaintain = p.Is(gef.RoleAdmin)
-	if p.Is(gef.RoleMaintainer) {
-		d.MayMaintain = true
-		for _, s := range list {
-			d.MayMaintain = d.MayMaintain && s.Publisher == p.Name
+	// As the manager judges it: a maintainer looks after the services
+	// whose first version they published.
+	first := list[0]
+	for _, s := range list[1:] {
+		if s.CreatedAt.Before(first.CreatedAt) {
+			first = s
 		}
 	}
+	d.MayMaintain = p.Is(gef.RoleAdmin) || p.Is(gef.RoleMaintainer) && first.Publisher == p.Name
 	u.render(c, status, t, u.view(c, d.Shown.Title, "services", d))
 }

@@ -144,6 +144,7 @@ func (u *UI) Mount(r *gin.Engine) {
 	admin.GET("/nodes", u.nodes())
 	admin.GET("/nodes/:name", u.node())
 	admin.POST("/datasets/:name/access", u.checkForm, u.setAccess())
+	admin.POST("/services/:name/versions/:version/network", u.checkForm, u.network)
 	admin.GET("/admin/users", u.users())
 	admin.POST("/admin/users", u.checkForm, u.createUser())
 	admin.GET("/admin/groups", u.groups())
