@@ -372,7 +372,7 @@ func TestBrowser(t *testing.T) {
 		maint.signIn("mae", browserPassword)
 		maint.open("/publish")
 		maint.do("enter the image ID", chromedp.SendKeys(chromedp.ID("image_id"), checksum))
-		maint.submit(`form.form button[type=submit]`)
+		maint.submit(`form.publish-node button[type=submit]`)
 		if got := maint.text(".notice"); got != "The service is published." {
 			t.Fatalf("after publishing: %q\n%s", got, maint.text("main"))
 		}
@@ -423,6 +423,15 @@ func TestBrowser(t *testing.T) {
 		bea.noConsoleErrors()
 	})
 
+	// The features that came after the first GUI, in browser_repro_test.go.
+	e := &browserEnv{s: s, c: c, node: node, testsvc: testsvc}
+	t.Run("RerunFromThePage", e.rerunFromThePage)
+	t.Run("PublicJobAnonymously", e.publicJob)
+	t.Run("PublishByUpload", e.publishByUpload)
+	t.Run("BuildFollowedLive", e.buildFollowedLive)
+	t.Run("DatasetsAndGroups", e.datasetsAndGroups)
+	t.Run("NewPagesByRole", e.newPagesByRole)
+
 	// The pages stay usable at phone width: nothing makes the page scroll
 	// sideways (wide tables scroll inside their own box).
 	t.Run("PhoneWidth", func(t *testing.T) {
@@ -433,7 +442,8 @@ func TestBrowser(t *testing.T) {
 		if err != nil || len(page.Items) == 0 {
 			t.Fatalf("no succeeded job of ada: %v", err)
 		}
-		for _, p := range []string{"/", "/services", "/services/csv-stats", "/services/csv-stats/run", "/jobs", "/jobs/" + page.Items[0].ID, "/datasets", "/tokens"} {
+		for _, p := range []string{"/", "/services", "/services/csv-stats", "/services/csv-stats/run", "/jobs", "/jobs/" + page.Items[0].ID, "/datasets",
+			"/datasets/weather", "/tokens"} {
 			tb.open(p)
 			if w := eval[[]int](tb, `[document.documentElement.scrollWidth, window.innerWidth]`); w[0] > w[1] {
 				t.Errorf("%s is %d px wide on a %d px screen", p, w[0], w[1])
@@ -445,6 +455,25 @@ func TestBrowser(t *testing.T) {
 			tb.shot("phone-" + cmp.Or(name, "home"))
 		}
 		tb.noConsoleErrors()
+
+		maint := e.tab(t, "mae")
+		maint.do("emulate a phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+		paths := []string{"/publish", "/builds/new", "/builds"}
+		if builds, err := s.admin.Builds(ctx, client.BuildFilter{}); err == nil && len(builds.Items) > 0 {
+			paths = append(paths, "/builds/"+builds.Items[0].ID)
+		}
+		for _, p := range paths {
+			maint.open(p)
+			if w := eval[[]int](maint, `[document.documentElement.scrollWidth, window.innerWidth]`); w[0] > w[1] {
+				t.Errorf("%s is %d px wide on a %d px screen", p, w[0], w[1])
+			}
+			name := strings.Trim(strings.ReplaceAll(p, "/", "-"), "-")
+			if strings.Count(p, "/") == 2 && !strings.HasSuffix(p, "/new") {
+				name = "build"
+			}
+			maint.shot("phone-" + name)
+		}
+		maint.noConsoleErrors()
 	})
 }
 

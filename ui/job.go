@@ -2,6 +2,7 @@ package ui
 
 import (
 	"errors"
+	"html/template"
 	"net/http"
 	"sort"
 	"strings"
@@ -22,11 +23,34 @@ type jobData struct {
 	Phases    []phase
 	Took      time.Duration // from queued to the end, or to now
 	CanCancel bool
-	Inputs    []kv
-	Params    []kv
-	Outputs   int64 // bytes in all
-	Log       string
-	LogCut    bool // Log is only the tail
+	// CanChange is set for the job's owner and the admins, who may cancel
+	// it and make it public or private.
+	CanChange bool
+	// CanRerun is set once the job has ended, for someone signed in who
+	// may run on every dataset it read.
+	CanRerun bool
+	// Retried is set once an attempt of the job has ended and another
+	// runs or waits: the page lists the attempts.
+	Retried bool
+	Inputs  []kv
+	Params  []kv
+	Outputs int64 // bytes in all
+	Log     string
+	LogCut  bool // Log is only the tail
+
+	// Reproducibility (docs/reproducibility.md).
+	RerunOf, ReuseOf string
+	Verdict          gef.Verdict // of a rerun that has ended, if judged
+	Provenance       *gef.Provenance
+	BibTeX, CSL      string
+	Refused          *refusal // a rerun just refused
+}
+
+// refusal is why a rerun was not started: the datasets that changed since
+// the job ran (a rerun may accept that), or another reason.
+type refusal struct {
+	Problems []string
+	Message  string
 }
 
 type kv struct{ Key, Value string }
@@ -44,13 +68,19 @@ type phase struct {
 func phases(j gef.Job, now time.Time) []phase {
 	ts := j.Timestamps
 	queued := ts.Queued
-	steps := []struct {
-		name string
-		at   *time.Time
-	}{
-		{"queued", &queued}, {"assigned", ts.Assigned}, {"fetching image", ts.FetchingImage},
-		{"running", ts.Running}, {"staging", ts.Staging},
-	}
+	return timeline([]step{{"queued", &queued}, {"assigned", ts.Assigned}, {"fetching image", ts.FetchingImage},
+		{"running", ts.Running}, {"staging", ts.Staging}}, ts.Finished, j.State.Final(), stateLabel(j.State), now)
+}
+
+// step is a phase and when it was entered, if it was.
+type step struct {
+	name string
+	at   *time.Time
+}
+
+// timeline lays out phases from when each was entered, ending at finished
+// with a last step named end.
+func timeline(steps []step, finished *time.Time, final bool, end string, now time.Time) []phase {
 	var out []phase
 	for i, s := range steps {
 		ph := phase{Name: s.name}
@@ -58,7 +88,7 @@ func phases(j gef.Job, now time.Time) []phase {
 			// A phase the job went past without entering (no image to
 			// fetch, or canceled before it) is skipped, not pending.
 			ph.Status = "pending"
-			if j.State.Final() {
+			if final {
 				ph.Status = "skipped"
 			}
 			for _, n := range steps[i+1:] {
@@ -70,7 +100,7 @@ func phases(j gef.Job, now time.Time) []phase {
 			continue
 		}
 		ph.Start = *s.at
-		next := ts.Finished
+		next := finished
 		for _, n := range steps[i+1:] {
 			if n.at != nil {
 				next = n.at
@@ -84,8 +114,8 @@ func phases(j gef.Job, now time.Time) []phase {
 		}
 		out = append(out, ph)
 	}
-	if ts.Finished != nil {
-		out = append(out, phase{Name: stateLabel(j.State), Status: "end", Start: *ts.Finished})
+	if finished != nil {
+		out = append(out, phase{Name: end, Status: "end", Start: *finished})
 	}
 	return out
 }
@@ -108,7 +138,9 @@ func (u *UI) jobView(c *gin.Context) (jobData, bool) {
 		return jobData{}, false
 	}
 	now := u.now()
-	d := jobData{Job: j, Phases: phases(j, now), CanCancel: !j.State.Final() && !j.CancelRequested}
+	p := viewer(c)
+	d := jobData{Job: j, Phases: phases(j, now), CanChange: mayChange(p, j)}
+	d.CanCancel = d.CanChange && !j.State.Final() && !j.CancelRequested
 	end := now
 	if j.Timestamps.Finished != nil {
 		end = *j.Timestamps.Finished
@@ -125,7 +157,74 @@ func (u *UI) jobView(c *gin.Context) (jobData, bool) {
 	for _, o := range j.Outputs {
 		d.Outputs += o.Size
 	}
+	if n := len(j.Attempts); n > 1 || n == 1 && j.Attempts[0].State.Final() && !j.State.Final() {
+		d.Retried = true
+	}
+	if j.RerunOf != nil {
+		d.RerunOf = *j.RerunOf
+	}
+	if j.ReuseOf != nil {
+		d.ReuseOf = *j.ReuseOf
+	}
+	if j.Verdict != nil {
+		d.Verdict = *j.Verdict
+	}
+	if j.State.Final() {
+		if err := u.ended(c, p, &d); err != nil {
+			u.fail(c, err)
+			return jobData{}, false
+		}
+	}
 	return d, true
+}
+
+// ended adds what a job has once it has ended: its sealed provenance,
+// its citation, and whether the viewer may rerun it.
+func (u *UI) ended(c *gin.Context, p manager.Principal, d *jobData) error {
+	ctx, id := c.Request.Context(), d.Job.ID
+	prov, err := u.m.Provenance(ctx, p, id)
+	if err != nil {
+		return err
+	}
+	d.Provenance = &prov
+	for _, f := range []struct {
+		format string
+		to     *string
+	}{{manager.CiteBibTeX, &d.BibTeX}, {manager.CiteCSL, &d.CSL}} {
+		cite, err := u.m.Cite(ctx, p, id, f.format)
+		if err != nil {
+			return err
+		}
+		*f.to = string(cite.Text)
+	}
+	d.CanRerun, err = u.mayRerun(c, p, d.Job)
+	return err
+}
+
+// mayRerun reports whether p may rerun j, as manager.Rerun judges it: a
+// person signed in, who may run on every dataset the job read. Reading a
+// public job does not grant its data.
+func (u *UI) mayRerun(c *gin.Context, p manager.Principal, j gef.Job) (bool, error) {
+	if !p.Is(gef.RoleAdmin, gef.RoleMaintainer, gef.RoleUser) {
+		return false, nil
+	}
+	for _, ds := range j.Inputs {
+		_, err := u.m.Dataset(c.Request.Context(), p, ds)
+		if errors.Is(err, gef.ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// mayChange mirrors the manager's rule for who may act on a job (cancel
+// it, change who reads it): its owner and the admins. The manager checks
+// again; this only keeps the buttons from those who may not use them.
+func mayChange(p manager.Principal, j gef.Job) bool {
+	return p.Is(gef.RoleAdmin) || (!p.Anonymous() && !p.Is(gef.RoleNode) && j.Owner == p.Name)
 }
 
 // job shows one job: its state and timeline, what it ran on, its log and
@@ -152,22 +251,28 @@ func (u *UI) job() gin.HandlerFunc {
 			c.JSON(http.StatusOK, j)
 			return
 		}
-		d, ok := u.jobView(c)
-		if !ok {
-			return
-		}
-		w := &tailWriter{max: logTailBytes}
-		if err := u.m.Logs(c.Request.Context(), viewer(c), d.Job.ID, "", w); err != nil {
-			u.fail(c, err)
-			return
-		}
-		d.Log, d.LogCut = string(w.buf), w.cut
-		u.render(c, http.StatusOK, t, u.view(c, d.Job.Service+" job "+d.Job.ID, "jobs", d))
+		u.showJob(c, t, http.StatusOK, nil)
 	}
 }
 
+// showJob renders a job's page, with why a rerun was refused if it was.
+func (u *UI) showJob(c *gin.Context, t *template.Template, status int, refused *refusal) {
+	d, ok := u.jobView(c)
+	if !ok {
+		return
+	}
+	d.Refused = refused
+	w := &tailWriter{max: logTailBytes}
+	if err := u.m.Logs(c.Request.Context(), viewer(c), d.Job.ID, "", w); err != nil {
+		u.fail(c, err)
+		return
+	}
+	d.Log, d.LogCut = string(w.buf), w.cut
+	u.render(c, status, t, u.view(c, d.Job.Service+" job "+d.Job.ID, "jobs", d))
+}
+
 // jobLive renders only the parts of the job page that change as the job
-// runs, for the script to swap in.
+// runs, and those that appear when it ends, for the script to swap in.
 func (u *UI) jobLive() gin.HandlerFunc {
 	t := u.page("job")
 	return func(c *gin.Context) {
@@ -175,7 +280,7 @@ func (u *UI) jobLive() gin.HandlerFunc {
 		if !ok {
 			return
 		}
-		u.execute(c, http.StatusOK, t, "job-live", u.view(c, "", "jobs", d))
+		u.execute(c, http.StatusOK, t, "job-fresh", u.view(c, "", "jobs", d))
 	}
 }
 

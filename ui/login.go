@@ -25,7 +25,7 @@ func (u *UI) loginPage() gin.HandlerFunc {
 			c.Redirect(http.StatusSeeOther, next)
 			return
 		}
-		u.render(c, http.StatusOK, t, u.view(c, "Sign in", "", loginData{Next: next, Token: u.loginToken(c)}))
+		u.render(c, http.StatusOK, t, u.view(c, "Sign in", "login", loginData{Next: next, Token: u.loginToken(c)}))
 	}
 }
 
@@ -37,7 +37,7 @@ func (u *UI) login() gin.HandlerFunc {
 		d := loginData{Next: localPath(c.PostForm("next")), Name: c.PostForm("name")}
 		again := func(status int, msg string) {
 			d.Token, d.Error = u.loginToken(c), msg
-			u.render(c, status, t, u.view(c, "Sign in", "", d))
+			u.render(c, status, t, u.view(c, "Sign in", "login", d))
 		}
 		if !u.sameOrigin(c.Request) {
 			u.errorPage(c, http.StatusForbidden, "Refused", "This sign-in form was posted from another site, so GEF refused it.")

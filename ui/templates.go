@@ -3,6 +3,7 @@ package ui
 import (
 	"bytes"
 	"embed"
+	"encoding/json"
 	"errors"
 	"html/template"
 	"io/fs"
@@ -62,6 +63,7 @@ func (u *UI) page(name string) *template.Template {
 type view struct {
 	Title   string
 	Nav     string // the section to mark current in the menu
+	Path    string // the page's path, to come back to after signing in
 	User    manager.Principal
 	CSRF    string // the form token of this session
 	Notice  string
@@ -70,22 +72,33 @@ type view struct {
 }
 
 func (u *UI) view(c *gin.Context, title, nav string, data any) view {
-	return view{Title: title, Nav: nav, User: viewer(c), CSRF: c.GetString(csrfKey),
+	return view{Title: title, Nav: nav, Path: c.Request.URL.Path, User: viewer(c), CSRF: c.GetString(csrfKey),
 		Notice: notices[c.Query("notice")], Version: gef.Version, Data: data}
 }
 
 // notices are the fixed messages a redirect after a form may ask for, so
 // no text from the URL is ever shown.
 var notices = map[string]string{
-	"signed-out":    "You are signed out.",
-	"published":     "The service is published.",
-	"already":       "This image was already published; nothing changed.",
-	"deprecated":    "The version is deprecated: new runs no longer pick it.",
-	"restored":      "The version is no longer deprecated.",
-	"cancel-asked":  "Cancel requested: the node is stopping the job.",
-	"canceled":      "The job is canceled.",
-	"user-created":  "The user is created.",
-	"token-revoked": "The token is revoked.",
+	"signed-out":      "You are signed out.",
+	"published":       "The service is published.",
+	"already":         "This image was already published; nothing changed.",
+	"deprecated":      "The version is deprecated: new runs no longer pick it.",
+	"restored":        "The version is no longer deprecated.",
+	"cancel-asked":    "Cancel requested: the node is stopping the job.",
+	"canceled":        "The job is canceled.",
+	"user-created":    "The user is created.",
+	"token-revoked":   "The token is revoked.",
+	"rerun":           "This is a rerun: it repeats the job exactly, on the data the job ran on, and is judged against it when it ends.",
+	"made-public":     "The job is public: anyone can read it at its URL, without signing in.",
+	"access-set":      "Who may use the dataset is changed. Jobs waiting for a node are checked again when one claims them.",
+	"group-created":   "The group is made.",
+	"member-added":    "The user is added to the group.",
+	"member-removed":  "The user is removed from the group.",
+	"build-reused":    "The same build succeeded before, so GEF answered with that build rather than building again.",
+	"deleted":         "The version is deleted.",
+	"network-allowed": "The version's containers may reach the network now.",
+	"network-none":    "The version's containers run without a network now.",
+	"made-private":    "The job is private: only you and the administrators can read it.",
 }
 
 // render executes the page into a buffer first, so that a template error
@@ -116,9 +129,18 @@ func (u *UI) funcs() template.FuncMap {
 		"short":      shortDigest,
 		"stateLabel": stateLabel,
 		"stateClass": stateClass,
-		"outputURL":  outputURL,
-		"link":       safeLink,
-		"static":     func(name string) string { return u.static.url(name) },
+		"menu":       menuFor,
+		"buildClass": buildClass,
+		"inc":        func(i int) int { return i + 1 },
+		"buildTook": func(b gef.Build) string {
+			if b.Timestamps.Finished != nil {
+				return duration(b.Timestamps.Finished.Sub(b.Timestamps.Queued))
+			}
+			return duration(u.now().Sub(b.Timestamps.Queued)) + " so far"
+		},
+		"outputURL": outputURL,
+		"link":      safeLink,
+		"static":    func(name string) string { return u.static.url(name) },
 		"is": func(p manager.Principal, roles ...string) bool {
 			for _, r := range roles {
 				if p.Is(gef.Role(r)) {
@@ -128,6 +150,14 @@ func (u *UI) funcs() template.FuncMap {
 			return false
 		},
 		"join": strings.Join,
+		// json writes a value as compact JSON, as the API would.
+		"json": func(v any) (string, error) {
+			var b bytes.Buffer
+			enc := json.NewEncoder(&b)
+			enc.SetEscapeHTML(false)
+			err := enc.Encode(v)
+			return strings.TrimSuffix(b.String(), "\n"), err
+		},
 		"value": func(v any) string {
 			if f, ok := v.(*float64); ok && f != nil {
 				return valueString(*f)

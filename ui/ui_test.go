@@ -391,13 +391,21 @@ func TestRolesSeeOnlyTheirPages(t *testing.T) {
 		links []string // menu links the page must show
 		not   []string // and must not
 	}{
-		{user, "/services", 200, []string{`href="/jobs"`}, []string{`href="/publish"`, `href="/admin/users"`, `href="/nodes"`, "Deprecate"}},
+		{user, "/services", 200, []string{`href="/jobs"`}, []string{`href="/publish"`, `href="/admin/users"`, `href="/nodes"`, `href="/builds"`, `href="/admin/groups"`, "Deprecate"}},
 		{user, "/services/table-stats", 200, nil, []string{"Deprecate 1.0.0"}},
 		{user, "/publish", 403, nil, nil},
 		{user, "/admin/users", 403, nil, nil},
 		{user, "/nodes", 403, nil, nil},
 		{user, "/nodes/site-a", 403, nil, nil},
-		{maint, "/services/table-stats", 200, []string{`href="/publish"`, "Deprecate 1.0.0"}, []string{`href="/admin/users"`}},
+		{user, "/builds", 403, nil, nil},
+		{user, "/builds/new", 403, nil, nil},
+		{user, "/builds/01J0000000000000000000000Z", 403, nil, nil},
+		{user, "/admin/groups", 403, nil, nil},
+		{maint, "/admin/groups", 403, nil, nil},
+		{maint, "/builds", 200, nil, nil},
+		// The service is the admin's: another maintainer may not deprecate it.
+		{maint, "/services/table-stats", 200, []string{`href="/publish"`, `href="/builds"`}, []string{`href="/admin/users"`, "Deprecate 1.0.0", "Delete 1.0.0"}},
+		{admin, "/services/table-stats", 200, []string{"Deprecate 1.0.0", "Delete 1.0.0", "Build a new version"}, nil},
 		{maint, "/publish", 200, nil, nil},
 		{maint, "/admin/users", 403, nil, nil},
 		{admin, "/services", 200, []string{`href="/publish"`, `href="/admin/users"`, `href="/nodes"`}, nil},
@@ -704,7 +712,8 @@ func TestPagesRender(t *testing.T) {
 	admin := b.user(t, "root", gef.RoleAdmin)
 	for _, p := range []string{"/", "/services", "/services?q=column&publisher=admin", "/services?q=nothing-like-it",
 		"/services/table-stats", "/services/table-stats?version=1.0.0", "/services/table-stats/run", "/datasets",
-		"/datasets/tables", "/nodes", "/nodes/site-a", "/jobs", "/jobs?node=site-a&state=queued", "/publish", "/admin/users", "/tokens"} {
+		"/datasets/tables", "/nodes", "/nodes/site-a", "/jobs", "/jobs?node=site-a&state=queued", "/publish", "/admin/users", "/tokens",
+		"/admin/groups", "/builds", "/builds?state=failed", "/builds/new", "/builds/new?base=table-stats:1.0.0"} {
 		a := admin.get(p)
 		if a.status != http.StatusOK {
 			t.Errorf("%s: %d\n%s", p, a.status, a.body)
@@ -722,14 +731,15 @@ func TestPagesRender(t *testing.T) {
 	}
 }
 
-// TestJobPageSlots checks that a partial defining one of the job page's
-// slots fills it, as the features still to come will do.
+// TestJobPageSlots checks that the job page's slots are filled by the
+// partials that define them: the page works without _job-repro.html, and
+// another partial can fill a slot instead.
 func TestJobPageSlots(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	fsys := fstest.MapFS{}
 	err := fs.WalkDir(templateFS, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil || d.IsDir() || p == "templates/_job-repro.html" {
 			return err
 		}
 		data, err := templateFS.ReadFile(p)
@@ -740,8 +750,7 @@ func TestJobPageSlots(t *testing.T) {
 		t.Fatal(err)
 	}
 	fsys["templates/_slots.html"] = &fstest.MapFile{Data: []byte(
-		`{{define "job-provenance"}}<section id="prov">provenance of {{.Data.Job.ID}}</section>{{end}}` +
-			`{{define "job-actions"}}<button id="rerun">Rerun</button>{{end}}`)}
+		`{{define "job-provenance"}}<section id="prov">provenance of {{.Data.Job.ID}}</section>{{end}}`)}
 	u, err := New(b.m, Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -752,17 +761,22 @@ func TestJobPageSlots(t *testing.T) {
 	if err := u.page("job").ExecuteTemplate(&out, "layout", view{Data: jobData{Job: j}}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), `<section id="prov">provenance of 01J0000000000000000000000Z</section>`) ||
-		!strings.Contains(out.String(), `<button id="rerun">Rerun</button>`) {
-		t.Fatalf("the slots stay empty:\n%s", out.String())
+	if !strings.Contains(out.String(), `<section id="prov">provenance of 01J0000000000000000000000Z</section>`) {
+		t.Fatalf("the slot stays empty:\n%s", out.String())
 	}
-	// Without such a partial they render nothing.
+	if strings.Contains(out.String(), `id="citation"`) {
+		t.Fatal("a slot no partial fills rendered something")
+	}
+	// The embedded templates fill every slot, with nothing but zero values
+	// to show.
 	out.Reset()
-	if err := b.gui.page("job").ExecuteTemplate(&out, "layout", view{Data: jobData{Job: j}}); err != nil {
+	if err := b.gui.page("job").ExecuteTemplate(&out, "layout", view{Data: jobData{Job: j, CanChange: true, RerunOf: "01J0000000000000000000000Y"}}); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(out.String(), "prov") || strings.Contains(out.String(), "rerun") {
-		t.Fatal("an empty slot rendered something")
+	for _, want := range []string{`id="provenance"`, `id="citation"`, `id="verdict"`, `id="rerun-of"`, `action="/jobs/` + j.ID + `/visibility"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the job page lacks %s", want)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -114,4 +115,17 @@ func FuzzReadCrate(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestDataChangedErrorIsAConflict(t *testing.T) {
+	t.Parallel()
+	var err error = &DataChangedError{Problems: []string{"dataset a changed", "dataset b changed"}}
+	err = fmt.Errorf("rerun: %w", err)
+	var dc *DataChangedError
+	if !errors.Is(err, gef.ErrConflict) || !errors.As(err, &dc) || len(dc.Problems) != 2 {
+		t.Fatalf("%v is not a conflict carrying its problems", err)
+	}
+	if want := "rerun: dataset a changed. dataset b changed. To run on the data as it is now, rerun with accept_changed_data: conflict"; err.Error() != want {
+		t.Fatalf("message %q, want %q", err.Error(), want)
+	}
 }

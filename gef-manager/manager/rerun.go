@@ -91,11 +91,25 @@ func (m *Manager) checkData(ctx context.Context, what string, inputs, recorded m
 		}
 	}
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("%s. To run on the data as it is now, rerun with accept_changed_data: %w",
-			strings.Join(problems, ". "), gef.ErrConflict)
+		return nil, &DataChangedError{Problems: problems}
 	}
 	return pins, nil
 }
+
+// DataChangedError refuses a rerun because the data it would run on is not
+// the data the original ran on. It is a conflict (errors.Is ErrConflict);
+// each of Problems names a dataset with the digest the original ran on and
+// those the nodes hold now. Accepting changed data lifts it.
+type DataChangedError struct {
+	Problems []string
+}
+
+func (e *DataChangedError) Error() string {
+	return strings.Join(e.Problems, ". ") + ". To run on the data as it is now, rerun with accept_changed_data: " + gef.ErrConflict.Error()
+}
+
+// Unwrap makes the error a conflict.
+func (e *DataChangedError) Unwrap() error { return gef.ErrConflict }
 
 // createRerun queues a job built from another run's record. Reuse never
 // serves it: a rerun is there to run.

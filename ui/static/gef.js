@@ -1,12 +1,13 @@
 // GEF web GUI: small improvements over pages that work without them.
 // - relative times stay fresh;
-// - a running job's log follows live (server-sent events) and its state,
-//   timeline and outputs update in place, until the job ends;
+// - a running job's (or build's) log follows live (server-sent events) and
+//   its state, timeline and outputs update in place, until it ends;
 // - run forms say what is wrong with a field as it is typed.
 (function () {
   'use strict';
 
-  var FINAL = { succeeded: true, failed: true, system_error: true, canceled: true };
+  // The final states of jobs and of builds.
+  var FINAL = { succeeded: true, failed: true, system_error: true, canceled: true, done: true };
 
   // relative mirrors the server's wording of a time from now.
   function relative(t, now) {
@@ -30,8 +31,11 @@
     });
   }
 
-  // followJob keeps a job's page current while the job runs.
+  // followJob keeps a job's (or a build's) page current while it runs.
   function followJob(box) {
+    var noun = box.getAttribute('data-noun') || 'job';
+    var running = box.getAttribute('data-running') || 'running'; // the state output comes in
+    var logWord = box.getAttribute('data-log-word') || 'log';
     var log = document.getElementById('log');
     var status = document.getElementById('log-status');
     var ended = false, timer = null, source = null, opened = false, busy = false;
@@ -66,11 +70,13 @@
         .then(function (html) {
           if (html === null) { return; }
           var doc = new DOMParser().parseFromString(html, 'text/html');
+          // Live parts sit anywhere on the page: the provenance and the
+          // citation, for one, appear below the log once the job ends.
           doc.querySelectorAll('[data-live]').forEach(function (fresh) {
-            var old = box.querySelector('[data-live="' + fresh.getAttribute('data-live') + '"]');
+            var old = document.querySelector('[data-live="' + fresh.getAttribute('data-live') + '"]');
             if (old) { old.replaceWith(document.importNode(fresh, true)); }
           });
-          refreshTimes(box);
+          refreshTimes(document);
           var st = box.querySelector('[data-state]');
           if (st && FINAL[st.getAttribute('data-state')]) {
             box.setAttribute('data-final', 'true');
@@ -93,7 +99,7 @@
       ended = true;
       clearTimeout(timer);
       if (source) { source.close(); source = null; }
-      if (status) { status.textContent = log.textContent ? 'The job has ended; this is its whole log.' : 'The job has ended. It wrote nothing.'; }
+      if (status) { status.textContent = log.textContent ? 'The ' + noun + ' has ended; this is its whole ' + logWord + '.' : 'The ' + noun + ' has ended. It wrote nothing.'; }
       swap();
     }
 
@@ -109,7 +115,7 @@
         append(m.stream, m.text);
         // Output means the job runs: show it now rather than at the next tick.
         var st = box.querySelector('[data-state]');
-        if (st && st.getAttribute('data-state') !== 'running' && !ended) {
+        if (st && st.getAttribute('data-state') !== running && !ended) {
           clearTimeout(timer);
           timer = setTimeout(tick, 50);
         }
@@ -161,7 +167,7 @@
     document.documentElement.classList.add('js');
     refreshTimes(document);
     setInterval(function () { refreshTimes(document); }, 30000);
-    var box = document.getElementById('job');
+    var box = document.getElementById('job') || document.getElementById('build');
     if (box && box.getAttribute('data-final') !== 'true' && document.getElementById('log')) { followJob(box); }
     hintForms();
   });
