@@ -640,9 +640,13 @@ func (m *Manager) publishBuild(ctx context.Context, b gef.Build, imageID string)
 		return m.endBuild(ctx, b, store.BuildResult{State: gef.BuildFailed,
 			Reason: fmt.Sprintf("the node built image %s but uploaded a tarball of %s", imageID, img.ID)})
 	}
-	svc, _, err := m.publishTarball(ctx, b.Owner, f, size, img, "")
-	if errors.Is(err, gef.ErrInvalid) || errors.Is(err, gef.ErrConflict) {
-		reason := "the image was built but not published: " + strings.TrimSuffix(err.Error(), ": "+gef.ErrConflict.Error())
+	owner, _, err := m.store.UserByName(ctx, b.Owner)
+	if err != nil {
+		return gef.Build{}, fmt.Errorf("manager: build %s: owner %q: %w", b.ID, b.Owner, err)
+	}
+	svc, _, err := m.publishTarball(ctx, Principal{UserID: owner.ID, Name: owner.Name, Role: owner.Role}, f, size, img, "")
+	if errors.Is(err, gef.ErrInvalid) || errors.Is(err, gef.ErrConflict) || errors.Is(err, gef.ErrForbidden) {
+		reason := "the image was built but not published: " + strings.TrimSuffix(strings.TrimSuffix(err.Error(), ": "+gef.ErrConflict.Error()), ": "+gef.ErrForbidden.Error())
 		return m.endBuild(ctx, b, store.BuildResult{State: gef.BuildFailed, Reason: reason, ImageDigest: img.ID})
 	}
 	if err != nil {

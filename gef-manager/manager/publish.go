@@ -76,7 +76,7 @@ func (m *Manager) PublishTarball(ctx context.Context, p Principal, r io.Reader) 
 	if err != nil {
 		return gef.Service{}, false, err
 	}
-	return m.publishTarball(ctx, p.Name, f, size, img, "")
+	return m.publishTarball(ctx, p, f, size, img, "")
 }
 
 // PublishRef publishes an image from a registry. ref names a tag or a
@@ -110,7 +110,7 @@ func (m *Manager) PublishRef(ctx context.Context, p Principal, ref string) (gef.
 		return gef.Service{}, false, fmt.Errorf("manager: %s resolved to image %s but its tarball holds %s", ref, pulled.ID, img.ID)
 	}
 	m.log.Info("image pulled", "ref", ref, "repo_digest", pulled.RepoDigest, "image", img.ID, "bytes", size)
-	return m.publishTarball(ctx, p.Name, f, size, img, pulled.RepoDigest)
+	return m.publishTarball(ctx, p, f, size, img, pulled.RepoDigest)
 }
 
 // serviceOf reads a service from an image's labels and command.
@@ -128,9 +128,13 @@ func serviceOf(id string, labels map[string]string, entrypoint, cmd []string) (*
 
 // publishTarball publishes a checked tarball: the blob first, then the
 // catalog entry, so a published service always has its blob.
-func (m *Manager) publishTarball(ctx context.Context, publisher string, f io.ReadSeeker, size int64, img images.Image, repoDigest string) (gef.Service, bool, error) {
+func (m *Manager) publishTarball(ctx context.Context, p Principal, f io.ReadSeeker, size int64, img images.Image, repoDigest string) (gef.Service, bool, error) {
+	publisher := p.Name
 	svc, err := serviceOf(img.ID, img.Labels, img.Entrypoint, img.Cmd)
 	if err != nil {
+		return gef.Service{}, false, err
+	}
+	if err := m.mayMaintain(ctx, p, svc.Name); err != nil {
 		return gef.Service{}, false, err
 	}
 	svc.RepoDigest = repoDigest

@@ -339,3 +339,37 @@ func TestBuildProtocol(t *testing.T) {
 		}
 	})
 }
+
+// A maintainer publishes new versions of their own services only, however
+// the image arrives.
+func TestPublishByTarballRespectsTheMaintainer(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	token := func(name string) string {
+		t.Helper()
+		if _, err := b.admin.CreateUser(ctx, name, gef.RoleMaintainer, ""); err != nil {
+			t.Fatal(err)
+		}
+		tok, err := b.admin.CreateToken(ctx, name, "", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.Secret
+	}
+	alice, mallory := token("alice"), token("mallory")
+	v1, _ := syntheticImage(t, svcLabels("1.0"))
+	body, ct := multipartBody(t, "image", v1)
+	if code, out := post(t, b.url+"/api/v1/services", alice, ct, body); code != http.StatusCreated {
+		t.Fatalf("alice publishing: %d %v", code, out)
+	}
+	v2, _ := syntheticImage(t, svcLabels("2.0"))
+	body, ct = multipartBody(t, "image", v2)
+	if code, out := post(t, b.url+"/api/v1/services", mallory, ct, body); code != http.StatusForbidden {
+		t.Fatalf("mallory adding a version to alice's service: %d %v", code, out)
+	}
+	body, ct = multipartBody(t, "image", v2)
+	if code, out := post(t, b.url+"/api/v1/services", alice, ct, body); code != http.StatusCreated {
+		t.Fatalf("alice adding a version: %d %v", code, out)
+	}
+}
