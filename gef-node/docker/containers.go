@@ -182,6 +182,21 @@ func (r *Runtime) Wait(ctx context.Context, id string) (agent.ExitStatus, error)
 		st.OOMKilled = c.State.OOMKilled
 		st.Error = cmp.Or(st.Error, c.State.Error)
 	}
+	// The engine learns of an OOM kill from an event that can come just
+	// after the exit: a SIGKILL's 137 is looked at again, briefly, so the
+	// job's record says it ran out of memory rather than that it was killed.
+	for wait := 10 * time.Millisecond; st.Code == 137 && !st.OOMKilled && wait <= 640*time.Millisecond; wait *= 2 {
+		select {
+		case <-ctx.Done():
+			return st, nil
+		case <-time.After(wait):
+		}
+		c, err := r.api.ContainerInspect(ictx, id)
+		if err != nil || c.State == nil {
+			break
+		}
+		st.OOMKilled = c.State.OOMKilled
+	}
 	return st, nil
 }
 
