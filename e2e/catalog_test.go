@@ -162,7 +162,7 @@ func TestPublishByTarball(t *testing.T) {
 		t.Fatalf("publish: created %v, %v", created, err)
 	}
 	if svc.Name != "gef-test-service" || svc.Version != "2.0.0" || svc.Digest != id || svc.Publisher != "admin" ||
-		svc.Entrypoint[0] != "/testsvc" || len(svc.Params) != 7 || svc.RepoDigest != "" {
+		svc.Entrypoint[0] != "/testsvc" || len(svc.Params) != 9 || svc.RepoDigest != "" {
 		t.Fatalf("published %+v", svc)
 	}
 	// The blob is kept content-addressed, byte for byte as uploaded.

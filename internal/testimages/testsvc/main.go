@@ -26,6 +26,8 @@ func main() {
 	size := flag.Int("bytes", 1024, "size of the generated output file")
 	message := flag.String("message", "", "print this to stderr")
 	writeTime := flag.Bool("write_time", false, "write the current time to time.txt, so no two runs agree")
+	files := flag.Int("files", 0, "write this many more files, of sizes from 4 KiB to file_max, under files/")
+	fileMax := flag.Int("file_max", 1<<20, "size of the largest of those files")
 	in := flag.String("in", "/data", "the dataset")
 	out := flag.String("out", "/out", "the output directory")
 	flag.Parse()
@@ -41,11 +43,13 @@ func main() {
 		must(os.WriteFile(filepath.Join(*out, "write-attempt.txt"), []byte(result+"\n"), 0o644))
 	}
 	must(os.MkdirAll(filepath.Join(*out, "nested", "deep"), 0o755))
-	data := make([]byte, *size)
-	for i := range data {
-		data[i] = byte(i * 7)
+	must(writePattern(filepath.Join(*out, "nested", "deep", "data.bin"), int64(*size), 0))
+	if *files > 0 {
+		must(os.MkdirAll(filepath.Join(*out, "files"), 0o755))
+		for k := range *files {
+			must(writePattern(filepath.Join(*out, "files", fmt.Sprintf("%05d.bin", k)), smallSize(k, *files, *fileMax), byte(k)))
+		}
 	}
-	must(os.WriteFile(filepath.Join(*out, "nested", "deep", "data.bin"), data, 0o644))
 	if *writeTime {
 		must(os.WriteFile(filepath.Join(*out, "time.txt"), []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o644))
 	}
@@ -71,6 +75,38 @@ func main() {
 	}
 	fmt.Println("testsvc: done")
 	os.Exit(*exit)
+}
+
+// smallSize is the size of the k-th of n files: a ramp from 4 KiB to max,
+// so the sizes spread evenly over that range.
+func smallSize(k, n, max int) int64 {
+	const least = 4 << 10
+	if n == 1 || max <= least {
+		return int64(max)
+	}
+	return least + int64(max-least)*int64(k)/int64(n-1)
+}
+
+// writePattern writes size bytes, the i-th being byte(i*7)+shift, in
+// chunks, so a large file needs no memory of its size.
+func writePattern(path string, size int64, shift byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 64<<10) // a multiple of the pattern's period, 256
+	for i := range buf {
+		buf[i] = byte(i*7) + shift
+	}
+	for size > 0 {
+		n := min(size, int64(len(buf)))
+		if _, err := f.Write(buf[:n]); err != nil {
+			f.Close()
+			return err
+		}
+		size -= n
+	}
+	return f.Close()
 }
 
 func listing(dir string) string {
