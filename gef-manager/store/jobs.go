@@ -15,6 +15,7 @@ import (
 type jobRow struct {
 	ID              string         `db:"id"`
 	State           string         `db:"state"`
+	FirstDataset    string         `db:"first_dataset"`
 	Reason          string         `db:"reason"`
 	ExitCode        sql.NullInt64  `db:"exit_code"`
 	Service         string         `db:"service"`
@@ -83,10 +84,10 @@ func (s *Store) CreateJobWith(ctx context.Context, j gef.Job, spec gef.Assignmen
 	}
 	return s.tx(ctx, func(tx *sqlx.Tx) error {
 		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO jobs (id, state, service, version, image_digest, owner, params, argv, spec, queued_at,
-				max_attempts, retry_failed)
-			VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+				max_attempts, retry_failed, first_dataset)
+			VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			j.ID, j.Service, j.Version, j.ImageDigest, j.Owner, string(params), string(argv), string(specJSON), micros(j.Timestamps.Queued),
-			max(j.MaxAttempts, 1), j.RetryFailed)
+			max(j.MaxAttempts, 1), j.RetryFailed, firstDataset(j.Inputs))
 		if err != nil {
 			return fmt.Errorf("store: create job: %w", classify(err))
 		}
@@ -97,6 +98,18 @@ func (s *Store) CreateJobWith(ctx context.Context, j gef.Job, spec gef.Assignmen
 		}
 		return s.createRepro(ctx, tx, j, spec, extra)
 	})
+}
+
+// firstDataset is the first of a job's datasets in name order, which a
+// node must hold to run it; "" for a job that binds none.
+func firstDataset(inputs map[string]string) string {
+	first := ""
+	for _, d := range inputs {
+		if first == "" || d < first {
+			first = d
+		}
+	}
+	return first
 }
 
 func nonNilMap(m map[string]any) map[string]any {
@@ -117,6 +130,17 @@ func (s *Store) Job(ctx context.Context, id string) (gef.Job, error) {
 		return gef.Job{}, err
 	}
 	return jobs[0], nil
+}
+
+// JobHead returns a job's own record without what is kept beside it
+// (inputs, outputs, readers, reproducibility, attempts), in one query: for
+// the hot paths that need only its state, node, attempt or timestamps.
+func (s *Store) JobHead(ctx context.Context, id string) (gef.Job, error) {
+	var r jobRow
+	if err := s.db.GetContext(ctx, &r, s.q(`SELECT * FROM jobs WHERE id = ?`), id); err != nil {
+		return gef.Job{}, fmt.Errorf("store: job %s: %w", id, classify(err))
+	}
+	return r.job()
 }
 
 // Jobs lists jobs newest first, filtered, one page at a time.
@@ -279,30 +303,44 @@ func (s *Store) ClaimJobs(ctx context.Context, node string, n int, at time.Time)
 	if n <= 0 {
 		return nil, nil
 	}
-	lock := ""
-	if s.dialect == Postgres {
-		lock = " FOR UPDATE SKIP LOCKED"
-	}
+	// A job can run only on a node holding its first dataset, so only the
+	// queued jobs of the node's own datasets are looked at (and those that
+	// bind none): a backlog on other datasets costs this node nothing.
+	eligible := `j.state = 'queued'
+			AND EXISTS (SELECT 1 FROM nodes n WHERE n.name = ? AND n.state = 'ready')
+			AND (SELECT COUNT(*) FROM job_inputs ji WHERE ji.job_id = j.id
+				AND NOT EXISTS (SELECT 1 FROM node_datasets nd WHERE nd.node = ? AND nd.dataset = ji.dataset
+					AND (ji.pinned = '' OR nd.digest = ji.pinned))) = 0
+			AND (j.avoid_node IS NULL OR j.avoid_node <> ? OR j.avoid_until <= ?)`
 	// The CTE is materialized: as a plain IN subquery, PostgreSQL may rescan
 	// it per row and so lock and claim more than n jobs.
-	query := s.q(`WITH picked AS MATERIALIZED (
-			SELECT j.id FROM jobs j
-			WHERE j.state = 'queued'
-			AND EXISTS (SELECT 1 FROM nodes n WHERE n.name = ? AND n.state = 'ready')
-			AND NOT EXISTS (SELECT 1 FROM job_inputs ji WHERE ji.job_id = j.id
-				AND NOT EXISTS (SELECT 1 FROM node_datasets nd WHERE nd.node = ? AND nd.dataset = ji.dataset
-					AND (ji.pinned = '' OR nd.digest = ji.pinned)))
-			AND (j.avoid_node IS NULL OR j.avoid_node <> ? OR j.avoid_until <= ?)
-			ORDER BY j.id LIMIT ?` + lock + `)
+	picked := `SELECT j.id FROM jobs j
+			WHERE j.first_dataset IN (SELECT nd0.dataset FROM node_datasets nd0 WHERE nd0.node = ? UNION ALL SELECT '')
+			AND ` + eligible + `
+			ORDER BY j.id LIMIT ?`
+	if s.dialect == Postgres {
+		// PostgreSQL cannot tell how few queued jobs the node's datasets
+		// have, so it is led there: one index range per dataset.
+		picked = `SELECT c.id FROM (SELECT nd0.dataset FROM node_datasets nd0 WHERE nd0.node = ? UNION ALL SELECT '') d
+			CROSS JOIN LATERAL (SELECT j.id FROM jobs j WHERE j.first_dataset = d.dataset AND ` + eligible + `
+				ORDER BY j.id LIMIT ? FOR UPDATE SKIP LOCKED) c
+			ORDER BY c.id LIMIT ?`
+	}
+	query := s.q(`WITH picked AS MATERIALIZED (` + picked + `)
 		UPDATE jobs SET state = 'assigned', node = ?, assigned_at = ?, progress_at = ?, attempt = attempt + 1
 		FROM picked WHERE jobs.id = picked.id AND jobs.state = 'queued'
 		RETURNING jobs.id, jobs.attempt, jobs.spec`)
+	args := []any{node, node, node, node, micros(at), n}
+	if s.dialect == Postgres {
+		args = append(args, n)
+	}
+	args = append(args, node, micros(at), micros(at))
 	var rows []struct {
 		ID      string `db:"id"`
 		Attempt int    `db:"attempt"`
 		Spec    string `db:"spec"`
 	}
-	if err := s.db.SelectContext(ctx, &rows, query, node, node, node, micros(at), n, node, micros(at), micros(at)); err != nil {
+	if err := s.db.SelectContext(ctx, &rows, query, args...); err != nil {
 		return nil, fmt.Errorf("store: claim jobs for %q: %w", node, classify(err))
 	}
 	out := make([]gef.Assignment, 0, len(rows))

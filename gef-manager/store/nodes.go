@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -26,7 +28,10 @@ func (s *Store) RegisterNode(ctx context.Context, reg gef.NodeRegistration, at t
 		if err != nil {
 			return fmt.Errorf("store: register node %q: %w", reg.Name, classify(err))
 		}
-		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM node_datasets WHERE node = ?`), reg.Name); err != nil {
+		// What the node held before and holds now: the versions whose
+		// holders this registration can change.
+		var touched []string
+		if err := tx.SelectContext(ctx, &touched, s.q(`DELETE FROM node_datasets WHERE node = ? RETURNING dataset`), reg.Name); err != nil {
 			return fmt.Errorf("store: register node datasets: %w", classify(err))
 		}
 		for _, d := range reg.Datasets {
@@ -39,7 +44,10 @@ func (s *Store) RegisterNode(ctx context.Context, reg gef.NodeRegistration, at t
 				return fmt.Errorf("store: register node dataset %q: %w", d.Name, classify(err))
 			}
 		}
-		if err := s.recordVersions(ctx, tx, reg.Datasets, at); err != nil {
+		for _, d := range reg.Datasets {
+			touched = append(touched, d.Name)
+		}
+		if err := s.recordVersions(ctx, tx, reg.Datasets, touched, at); err != nil {
 			return err
 		}
 		return s.setImages(ctx, tx, reg.Name, reg.Images)
@@ -157,33 +165,60 @@ func (s *Store) nodeDatasets(ctx context.Context) (map[string][]string, error) {
 	return m, nil
 }
 
-// NodesHolding returns the nodes that hold every one of datasets.
+// NodesHolding returns the nodes that hold every one of datasets. It asks
+// only for those datasets' holders: each submission calls it, and a large
+// site has many nodes.
 func (s *Store) NodesHolding(ctx context.Context, datasets []string) ([]string, error) {
-	held, err := s.nodeDatasets(ctx)
+	want := map[string]bool{}
+	for _, d := range datasets {
+		want[d] = true
+	}
+	if len(want) == 0 {
+		var all []string // as before: the nodes that hold some dataset
+		if err := s.db.SelectContext(ctx, &all, `SELECT DISTINCT node FROM node_datasets ORDER BY node`); err != nil {
+			return nil, fmt.Errorf("store: nodes: %w", classify(err))
+		}
+		return all, nil
+	}
+	q, args, err := sqlx.In(`SELECT node FROM node_datasets WHERE dataset IN (?) GROUP BY node
+		HAVING COUNT(DISTINCT dataset) = ? ORDER BY node`, slices.Collect(maps.Keys(want)), len(want))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("store: nodes holding: %w", err)
 	}
 	var out []string
-	for node, ds := range held {
-		if containsAll(ds, datasets) {
-			out = append(out, node)
-		}
+	if err := s.db.SelectContext(ctx, &out, s.q(q), args...); err != nil {
+		return nil, fmt.Errorf("store: nodes holding: %w", classify(err))
 	}
-	sort.Strings(out)
 	return out, nil
 }
 
-func containsAll(have, want []string) bool {
-	set := make(map[string]bool, len(have))
-	for _, h := range have {
-		set[h] = true
+// DatasetAccess returns who may use a dataset, and ErrNotFound if there is
+// no such dataset: what a submission must check, without the rest of
+// Dataset's record.
+func (s *Store) DatasetAccess(ctx context.Context, name string) (gef.DatasetAccess, error) {
+	var rows []struct {
+		Restricted bool           `db:"restricted"`
+		Kind       sql.NullString `db:"kind"`
+		Name       sql.NullString `db:"name"`
 	}
-	for _, w := range want {
-		if !set[w] {
-			return false
+	if err := s.db.SelectContext(ctx, &rows, s.q(`SELECT d.restricted, a.kind, a.name FROM datasets d
+		LEFT JOIN dataset_access a ON a.dataset = d.name WHERE d.name = ? ORDER BY a.kind, a.name`), name); err != nil {
+		return gef.DatasetAccess{}, fmt.Errorf("store: dataset access: %w", classify(err))
+	}
+	if len(rows) == 0 {
+		return gef.DatasetAccess{}, fmt.Errorf("store: dataset %q: %w", name, gef.ErrNotFound)
+	}
+	a := gef.DatasetAccess{Restricted: rows[0].Restricted, Users: []string{}, Groups: []string{}}
+	for _, r := range rows {
+		switch {
+		case !r.Kind.Valid:
+		case r.Kind.String == "group":
+			a.Groups = append(a.Groups, r.Name.String)
+		default:
+			a.Users = append(a.Users, r.Name.String)
 		}
 	}
-	return true
+	return a, nil
 }
 
 // NodeImage returns what a node reported of a local image.

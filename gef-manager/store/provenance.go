@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -175,7 +177,11 @@ func (s *Store) RecordRunning(ctx context.Context, node, id string, digests map[
 			_ = tx.GetContext(ctx, &size, s.q(`SELECT size, files FROM node_datasets WHERE node = ? AND dataset = ?`), node, in.Dataset)
 			seen = append(seen, gef.NodeDataset{Name: in.Dataset, Digest: d, Size: size.Size, Files: size.Files})
 		}
-		if err := s.recordVersions(ctx, tx, seen, at); err != nil {
+		touched := make([]string, 0, len(seen))
+		for _, d := range seen {
+			touched = append(touched, d.Name)
+		}
+		if err := s.recordVersions(ctx, tx, seen, touched, at); err != nil {
 			return err
 		}
 		if limits == nil {
@@ -194,8 +200,10 @@ func (s *Store) RecordRunning(ctx context.Context, node, id string, digests map[
 }
 
 // recordVersions notes that datasets were seen with their digests at, and
-// marks which versions some node still holds.
-func (s *Store) recordVersions(ctx context.Context, tx *sqlx.Tx, datasets []gef.NodeDataset, at time.Time) error {
+// marks which versions of the touched datasets some node still holds. Only
+// the touched datasets' rows that change are written: registrations run
+// side by side, and each rewriting every version would deadlock them.
+func (s *Store) recordVersions(ctx context.Context, tx *sqlx.Tx, datasets []gef.NodeDataset, touched []string, at time.Time) error {
 	for _, d := range datasets {
 		if d.Digest == "" {
 			continue
@@ -208,10 +216,19 @@ func (s *Store) recordVersions(ctx context.Context, tx *sqlx.Tx, datasets []gef.
 			return fmt.Errorf("store: dataset %q version: %w", d.Name, classify(err))
 		}
 	}
+	touched = slices.Compact(slices.Sorted(slices.Values(touched)))
+	if len(touched) == 0 {
+		return nil
+	}
 	// A version no node holds any more is gone; one that came back is not.
-	if _, err := tx.ExecContext(ctx, s.q(`UPDATE dataset_versions SET gone_since = CASE
-			WHEN EXISTS (SELECT 1 FROM node_datasets nd WHERE nd.dataset = dataset_versions.dataset AND nd.digest = dataset_versions.digest) THEN NULL
-			ELSE COALESCE(gone_since, ?) END`), micros(at)); err != nil {
+	args := []any{micros(at)}
+	for _, d := range touched {
+		args = append(args, d)
+	}
+	held := `EXISTS (SELECT 1 FROM node_datasets nd WHERE nd.dataset = dataset_versions.dataset AND nd.digest = dataset_versions.digest)`
+	if _, err := tx.ExecContext(ctx, s.q(`UPDATE dataset_versions SET gone_since = CASE WHEN `+held+` THEN NULL ELSE CAST(? AS BIGINT) END
+			WHERE dataset IN (?`+strings.Repeat(", ?", len(touched)-1)+`)
+			AND ((`+held+` AND gone_since IS NOT NULL) OR (NOT `+held+` AND gone_since IS NULL))`), args...); err != nil {
 		return fmt.Errorf("store: dataset versions: %w", classify(err))
 	}
 	return nil

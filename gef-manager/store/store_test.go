@@ -355,6 +355,15 @@ func TestReportsAreIdempotentAndForwardOnly(t *testing.T) {
 		if got, _ := s.Job(ctx, j.ID); len(got.Outputs) != 2 {
 			t.Fatalf("outputs after duplicate report: %d", len(got.Outputs))
 		}
+		// The head is the same record, without what is kept beside it.
+		head, err := s.JobHead(ctx, j.ID)
+		if err != nil || head.State != gef.JobSucceeded || head.Node != "n1" || head.Attempt != 1 ||
+			!head.Timestamps.Finished.Equal(t0.Add(time.Minute)) || len(head.Outputs) != 0 {
+			t.Fatalf("head: %+v %v", head, err)
+		}
+		if _, err := s.JobHead(ctx, "nosuchjob"); !errors.Is(err, gef.ErrNotFound) {
+			t.Fatalf("head of no job: %v", err)
+		}
 		if _, _, err := report("n1", gef.JobReport{State: "bogus"}); !errors.Is(err, gef.ErrInvalid) {
 			t.Fatalf("bogus state: %v", err)
 		}

@@ -1,0 +1,93 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/eudat-gef/gef"
+)
+
+// BenchmarkClaimBehindBacklog claims a job on one dataset while 20,000
+// jobs wait for another dataset, held by a node that takes none: the
+// backlog must not cost the other nodes anything.
+func BenchmarkClaimBehindBacklog(b *testing.B) {
+	s := open(b, Postgres)
+	ctx := context.Background()
+	svc := fixture(b, s, map[string][]string{"busy": {"alpha"}, "idle": {"beta"}})
+	first := newJob(b, s, svc, map[string]string{"data": "alpha"})
+	// The backlog, copied from a real job in one statement.
+	if _, err := s.db.ExecContext(ctx, `
+		INSERT INTO jobs (id, state, service, version, image_digest, owner, params, argv, spec, queued_at, max_attempts, retry_failed, first_dataset)
+		SELECT $1 || '-' || g, state, service, version, image_digest, owner, params, argv, spec, queued_at, max_attempts, retry_failed, first_dataset
+		FROM jobs, generate_series(1, 20000) g WHERE id = $1`, first.ID); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO job_inputs (job_id, input, dataset)
+		SELECT id, 'data', 'alpha' FROM jobs WHERE id LIKE $1 || '-%'`, first.ID); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, `ANALYZE`); err != nil {
+		b.Fatal(err)
+	}
+	j := newJob(b, s, svc, map[string]string{"data": "beta"})
+	b.ResetTimer()
+	for b.Loop() {
+		got, err := s.ClaimJobs(ctx, "idle", 4, t0)
+		if err != nil || len(got) != 1 || got[0].JobID != j.ID {
+			b.Fatalf("claimed %+v, %v; want %s", got, err, j.ID)
+		}
+		if _, err := s.db.ExecContext(ctx, `UPDATE jobs SET state = 'queued' WHERE id = $1`, j.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestClaimNeedsEveryDataset: a job binding two datasets goes only to a node
+// holding both, whichever of them sorts first.
+func TestClaimNeedsEveryDataset(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		svc := fixture(t, s, map[string][]string{"first": {"alpha"}, "second": {"beta"}, "both": {"alpha", "beta"}})
+		j := newJob(t, s, svc, map[string]string{"x": "beta", "y": "alpha"})
+		for _, n := range []string{"first", "second"} {
+			if got, err := s.ClaimJobs(ctx, n, 4, t0); err != nil || len(got) != 0 {
+				t.Fatalf("%s, holding one dataset, claimed %+v, %v", n, got, err)
+			}
+		}
+		if got, err := s.ClaimJobs(ctx, "both", 4, t0); err != nil || len(got) != 1 || got[0].JobID != j.ID {
+			t.Fatalf("both claimed %+v, %v; want %s", got, err, j.ID)
+		}
+	})
+}
+
+// TestConcurrentRegistrations: nodes registering at once, beside datasets
+// with recorded versions, all succeed; none is refused for a deadlock.
+func TestConcurrentRegistrations(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		reg := func(i int, digest string) error {
+			name := fmt.Sprintf("n%02d", i)
+			return s.RegisterNode(ctx, gef.NodeRegistration{Name: name, Capacity: 1, Datasets: []gef.NodeDataset{
+				{Name: "shared", Digest: digest, Size: 1, Files: 1}, {Name: "own-" + name, Digest: digest, Size: 1, Files: 1}}}, t0)
+		}
+		for i := range 20 {
+			if err := reg(i, "sha256:a"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		errs := make(chan error, 100)
+		for round := range 5 {
+			for i := range 20 {
+				go func() { errs <- reg(i, fmt.Sprintf("sha256:%d", (i+round)%3)) }()
+			}
+		}
+		for range 100 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
