@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -62,6 +63,10 @@ type Config struct {
 	// OIDC enables sign-in through an OpenID Connect provider; its client
 	// secret comes from GEF_OIDC_CLIENT_SECRET (or _FILE).
 	OIDC auth.OIDCConfig
+	// PprofAddr, if set, serves Go's runtime profiles (net/http/pprof) on
+	// this address, apart from the API. It must be a loopback address:
+	// profiles show internals and are not for the network.
+	PprofAddr string
 }
 
 type multiFlag []string
@@ -117,6 +122,7 @@ func parseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.OIDC.Issuer, "oidc-issuer", "", "sign in through this OpenID Connect provider (issuer URL)")
 	fs.StringVar(&c.OIDC.ClientID, "oidc-client-id", "", "GEF's client id at the OIDC provider")
 	fs.StringVar(&c.OIDC.Label, "oidc-label", "", "the provider's name on the sign-in page, e.g. B2ACCESS")
+	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve runtime profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060")
 	fs.StringVar(&c.OIDC.UsernameClaim, "oidc-username-claim", "preferred_username", "the ID token claim that names the user")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -224,8 +230,24 @@ func (c Config) Validate() error {
 	if err := c.OIDC.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.PprofAddr != "" && !loopback(c.PprofAddr) {
+		errs = append(errs, fmt.Errorf("-pprof-addr %q must be a loopback address, such as 127.0.0.1:6060", c.PprofAddr))
+	}
 	if err := c.Manager.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// loopback reports whether addr is host:port with a loopback host.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -111,6 +112,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			serveErr <- httpSrv.Serve(ln)
 		}
 	}()
+	if cfg.PprofAddr != "" {
+		if err := servePprof(cfg.PprofAddr, log); err != nil {
+			return err
+		}
+	}
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
 	go func() { _ = m.Run(runCtx) }()
@@ -230,4 +236,23 @@ func writeSecret(path, secret string) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// servePprof serves Go's runtime profiles on addr, on a mux of their own so
+// nothing of the API is reachable there, for the life of the process.
+func servePprof(addr string, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("pprof: listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("serving runtime profiles", "addr", ln.Addr().String())
+	return nil
 }

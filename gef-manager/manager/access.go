@@ -12,19 +12,34 @@ import (
 // mayUse reports whether p may run jobs on dataset d: admins always, other
 // people as d's access list says, nodes and anonymous callers never.
 func (m *Manager) mayUse(ctx context.Context, p Principal, d gef.Dataset) (bool, error) {
+	return m.allowed(ctx, p, d.Access)
+}
+
+func (m *Manager) allowed(ctx context.Context, p Principal, a gef.DatasetAccess) (bool, error) {
 	switch {
 	case p.Is(gef.RoleAdmin):
 		return true, nil
 	case p.Anonymous() || p.Is(gef.RoleNode):
 		return false, nil
-	case !d.Access.Restricted:
+	case !a.Restricted:
 		return true, nil
 	}
 	groups, err := m.store.UserGroups(ctx, p.Name)
 	if err != nil {
 		return false, err
 	}
-	return d.Access.Allows(p.Name, groups), nil
+	return a.Allows(p.Name, groups), nil
+}
+
+// mayUseDataset is mayUse for a dataset known by name; a dataset that does
+// not exist is ErrNotFound. It reads only the dataset's access list, as it
+// runs for each submission and each claimed job.
+func (m *Manager) mayUseDataset(ctx context.Context, p Principal, name string) (bool, error) {
+	a, err := m.store.DatasetAccess(ctx, name)
+	if err != nil {
+		return false, err
+	}
+	return m.allowed(ctx, p, a)
 }
 
 // ownerMayUse checks, when a node claims a job, that its owner may still
@@ -36,11 +51,7 @@ func (m *Manager) ownerMayUse(ctx context.Context, j gef.Job) (string, error) {
 	}
 	p := Principal{UserID: u.ID, Name: u.Name, Role: u.Role}
 	for _, ds := range j.Inputs {
-		d, err := m.store.Dataset(ctx, ds)
-		if err != nil {
-			return "", err
-		}
-		ok, err := m.mayUse(ctx, p, d)
+		ok, err := m.mayUseDataset(ctx, p, ds)
 		if err != nil {
 			return "", err
 		}

@@ -130,7 +130,8 @@ func (m *Manager) bindInputs(ctx context.Context, p Principal, svc gef.Service, 
 			continue
 		}
 		// A dataset the caller may not use is as unknown as a missing one.
-		if _, err := m.Dataset(ctx, p, v); errors.Is(err, gef.ErrNotFound) {
+		ok, err := m.mayUseDataset(ctx, p, v)
+		if errors.Is(err, gef.ErrNotFound) || (err == nil && !ok) {
 			return nil, nil, gef.Invalid("inputs."+in.Name, "dataset %q is not known", v)
 		} else if err != nil {
 			return nil, nil, err

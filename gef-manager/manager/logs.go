@@ -67,7 +67,7 @@ func (m *Manager) AppendLog(ctx context.Context, p Principal, id string, c LogCh
 	case len(c.Data) > maxLogChunk:
 		return gef.Invalid("data", "a chunk must be at most %d bytes", maxLogChunk)
 	}
-	j, err := m.store.Job(ctx, id)
+	j, err := m.store.JobHead(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func (m *Manager) FollowLogs(ctx context.Context, p Principal, id string, emit f
 		return err
 	}
 	return m.follow(ctx, id, func(ctx context.Context) (bool, error) {
-		j, err := m.store.Job(ctx, id)
+		j, err := m.store.JobHead(ctx, id)
 		return j.State.Final(), err
 	}, emit)
 }

@@ -111,6 +111,7 @@ type Manager struct {
 	tunnels        *tunnels
 	sessionMetrics *sessionMetrics
 	rel            *reliability
+	tokens         tokenCache
 }
 
 // New assembles a manager. Run must be called for node liveness to work.

@@ -176,7 +176,7 @@ func (m *Manager) pollOnce(ctx context.Context, node string, req gef.PollRequest
 		return resp, err
 	}
 	for _, a := range jobs {
-		if j, err := m.store.Job(ctx, a.JobID); err == nil {
+		if j, err := m.store.JobHead(ctx, a.JobID); err == nil {
 			m.metrics.dispatch.Observe(now.Sub(j.Timestamps.Queued).Seconds())
 		}
 	}
@@ -225,13 +225,17 @@ func (m *Manager) Report(ctx context.Context, p Principal, id string, r gef.JobR
 	if err != nil {
 		return gef.Job{}, err
 	}
+	if applied && j.State.Final() {
+		// Its slot is free: the node's held poll can take the next job
+		// while the provenance is sealed. Those waiting on the job learn
+		// of its end once it is sealed, so that it can be reused.
+		m.wake(ctx, p.Name)
+	}
 	if j, err = m.afterReport(ctx, p.Name, j, r, applied); err != nil {
 		return gef.Job{}, err
 	}
 	if applied && j.State.Final() {
 		m.finished(j)
-		// Its slot is free: the node's held poll can take the next job.
-		m.wake(ctx, p.Name)
 	}
 	return j, nil
 }
@@ -276,7 +280,7 @@ func (m *Manager) UploadURLs(ctx context.Context, p Principal, id string, req ge
 	if len(req.Files) == 0 || len(req.Files) > maxUploadBatch {
 		return gef.UploadResponse{}, gef.Invalid("files", "give between 1 and %d files", maxUploadBatch)
 	}
-	j, err := m.store.Job(ctx, id)
+	j, err := m.store.JobHead(ctx, id)
 	if err != nil {
 		return gef.UploadResponse{}, err
 	}

@@ -54,7 +54,12 @@ func (m *Manager) Authenticate(ctx context.Context, token string) (Principal, er
 // principal is who a verified token speaks for.
 func (m *Manager) principal(ctx context.Context, token string, c *auth.Claims) (Principal, error) {
 	if c.Kind == auth.KindAPI {
-		t, u, err := m.store.TokenByHash(ctx, auth.HashToken(token))
+		hash := auth.HashToken(token)
+		now := m.now()
+		if p, ok := m.tokens.get(hash, now); ok && p.UserID == c.Subject && p.TokenID == c.ID {
+			return p, nil
+		}
+		t, u, err := m.store.TokenByHash(ctx, hash)
 		switch {
 		case errors.Is(err, gef.ErrNotFound):
 			return Principal{}, fmt.Errorf("%w: unknown API token", auth.ErrInvalidToken)
@@ -67,7 +72,9 @@ func (m *Manager) principal(ctx context.Context, token string, c *auth.Claims) (
 		case u.ID != c.Subject || t.ID != c.ID:
 			return Principal{}, fmt.Errorf("%w: token does not match its record", auth.ErrInvalidToken)
 		}
-		return Principal{UserID: u.ID, Name: u.Name, Role: u.Role, TokenID: t.ID}, nil
+		p := Principal{UserID: u.ID, Name: u.Name, Role: u.Role, TokenID: t.ID}
+		m.tokens.put(hash, p, t.ExpiresAt, now)
+		return p, nil
 	}
 	return Principal{UserID: c.Subject, Name: c.Name, Role: c.Role, TokenID: c.ID}, nil
 }
@@ -184,7 +191,9 @@ func (m *Manager) RevokeToken(ctx context.Context, p Principal, id string) error
 			return fmt.Errorf("token %s: %w", id, gef.ErrNotFound)
 		}
 	}
-	return m.store.RevokeToken(ctx, id, m.now())
+	err := m.store.RevokeToken(ctx, id, m.now())
+	m.tokens.reset()
+	return err
 }
 
 // Bootstrap makes sure a user with the given role exists and returns a new

@@ -42,7 +42,8 @@ func checkReproReport(r gef.JobReport) error {
 // Each step is idempotent, so a node that
 // retries a report after an error here completes them.
 func (m *Manager) afterReport(ctx context.Context, node string, j gef.Job, r gef.JobReport, applied bool) (gef.Job, error) {
-	if len(r.DatasetDigests) > 0 || r.Limits != nil {
+	recorded := len(r.DatasetDigests) > 0 || r.Limits != nil
+	if recorded {
 		if err := m.store.RecordRunning(ctx, node, j.ID, r.DatasetDigests, r.Limits, r.At); err != nil {
 			return gef.Job{}, err
 		}
@@ -50,9 +51,13 @@ func (m *Manager) afterReport(ctx context.Context, node string, j gef.Job, r gef
 	if !j.State.Final() {
 		return j, nil
 	}
-	j, err := m.store.Job(ctx, j.ID)
-	if err != nil {
-		return gef.Job{}, err
+	// j was read after the report was stored; only what was recorded
+	// since must be read again.
+	if recorded {
+		var err error
+		if j, err = m.store.Job(ctx, j.ID); err != nil {
+			return gef.Job{}, err
+		}
 	}
 	if _, err := m.seal(ctx, j); err != nil {
 		return gef.Job{}, err

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,6 +120,13 @@ type reliability struct {
 	// its database, so none is reaped until it has been back a node timeout.
 	healthySince atomic.Int64
 	lastPass     atomic.Int64
+
+	// Wakeups for other managers wait here while one NOTIFY is under way,
+	// so that a burst of submissions costs a few notifications, not one
+	// each: PostgreSQL serialises the commits of notifying transactions.
+	wakeMu   sync.Mutex
+	wakeTo   map[string]bool // nodes; "*" for all
+	wakeBusy bool
 
 	retries  prometheus.Counter
 	overdue  *prometheus.CounterVec
@@ -243,9 +251,50 @@ func (m *Manager) notifyWake(ctx context.Context, nodes string) {
 	if !m.store.CanNotify() {
 		return
 	}
+	r := m.rel
+	r.wakeMu.Lock()
+	if r.wakeTo == nil {
+		r.wakeTo = map[string]bool{}
+	}
+	for _, n := range strings.Split(nodes, ",") {
+		r.wakeTo[n] = true
+	}
+	if r.wakeBusy { // the sender under way takes these along
+		r.wakeMu.Unlock()
+		return
+	}
+	r.wakeBusy = true
+	r.wakeMu.Unlock()
 	// The wakeup must go out even if the request that caused it ends now.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	for {
+		r.wakeMu.Lock()
+		batch := r.wakeTo
+		r.wakeTo = map[string]bool{}
+		if len(batch) == 0 {
+			r.wakeBusy = false
+			r.wakeMu.Unlock()
+			return
+		}
+		r.wakeMu.Unlock()
+		m.sendWake(ctx, batch)
+	}
+}
+
+// sendWake notifies other managers of the nodes to wake, in payloads
+// PostgreSQL takes.
+func (m *Manager) sendWake(ctx context.Context, batch map[string]bool) {
+	if batch["*"] {
+		m.notifyOne(ctx, "*")
+		return
+	}
+	names := make([]string, 0, len(batch))
+	for n := range batch {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	nodes := strings.Join(names, ",")
 	const max = 7000 // pg_notify payloads stay under 8000 bytes
 	for len(nodes) > max {
 		cut := strings.LastIndexByte(nodes[:max], ',')
