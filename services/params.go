@@ -10,6 +10,8 @@ import (
 	"regexp/syntax"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/eudat-gef/gef"
@@ -117,8 +119,30 @@ func paramPattern(p *gef.Param) (*regexp.Regexp, error) {
 	if p.Type != gef.ParamStr || p.Pattern == "" {
 		return nil, nil
 	}
-	return compilePattern(p.Pattern)
+	if re, ok := patterns.Load(p.Pattern); ok {
+		return re.(*regexp.Regexp), nil
+	}
+	re, err := compilePattern(p.Pattern)
+	if err != nil {
+		return nil, err
+	}
+	// Patterns come from published services, so there are few; the bound
+	// only keeps a flood of publications from growing the cache forever.
+	if patternCount.Add(1) <= maxCachedPatterns {
+		patterns.Store(p.Pattern, re)
+	}
+	return re, nil
 }
+
+// Compiling a pattern costs far more than matching it, and every run of a
+// service checks its parameters again: compiled patterns are kept, by text.
+// A *regexp.Regexp is safe for concurrent use.
+var (
+	patterns     sync.Map // pattern → *regexp.Regexp
+	patternCount atomic.Int64
+)
+
+const maxCachedPatterns = 4096
 
 // compilePattern anchors pattern so it must match a whole value. The bare
 // pattern is compiled first: wrapped unchecked, "a)|(b" would become

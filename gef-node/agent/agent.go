@@ -222,11 +222,22 @@ func New(cfg Config, rt Runtime, mgr Manager, log *slog.Logger) (*Agent, error) 
 	for _, d := range cfg.Datasets {
 		ds[d.Name] = d.Dir
 	}
-	return &Agent{cfg: cfg, rt: rt, mgr: mgr, log: log, http: &http.Client{}, datasets: ds, tasks: map[string]*task{},
+	return &Agent{cfg: cfg, rt: rt, mgr: mgr, log: log, http: bulkClient(cfg.UploadConcurrency), datasets: ds, tasks: map[string]*task{},
 		builds:  map[string]*buildTask{},
 		digests: newDigests(cfg.WorkDir), sessions: newSessionSet(),
 		next: map[string]gef.Assignment{}, shutdownReason: "the node agent shut down", registered: make(chan struct{}),
 		detached: make(chan struct{})}, nil
+}
+
+// bulkClient is the HTTP client for object store transfers: outputs,
+// images, build results. Net/http's defaults write a request body 4 KiB at
+// a time and keep two idle connections per host, so parallel uploads of
+// big files would cost a syscall per 4 KiB and a new connection per file.
+func bulkClient(conns int) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.WriteBufferSize, tr.ReadBufferSize = 256<<10, 64<<10
+	tr.MaxIdleConnsPerHost = 2 * conns
+	return &http.Client{Transport: tr}
 }
 
 // shutdownGrace bounds how long a stopping agent waits for the manager to

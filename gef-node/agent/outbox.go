@@ -20,7 +20,8 @@ import (
 // The outbox keeps what the node must tell the manager, its reports and
 // the chunks of its jobs' output, on local disk until the manager has
 // taken each, so that neither a manager restart nor an agent crash loses
-// any. Each entry is one file, written whole and synced before it counts.
+// any. Each entry is one file, written whole before it counts, and synced
+// unless losing it to a crash of the machine would do no harm.
 // Entries of one job are delivered in order, in two lanes: reports, and
 // output. A job's final report waits until its output is all delivered,
 // so its log is complete once the job is final. Every delivery is
@@ -47,6 +48,14 @@ type envelope struct {
 
 func (e envelope) isLog() bool   { return e.Report == nil }
 func (e envelope) isFinal() bool { return e.Report != nil && e.Report.State.Final() }
+
+// durable reports whether the entry must survive a crash of the machine.
+// A report that only says a job is fetching its image or staging need not:
+// the next report moves the job on all the same, and the job waits on no
+// more disk flushes than the ones that matter.
+func (e envelope) durable() bool {
+	return e.Report == nil || (e.Report.State != gef.JobFetchingImage && e.Report.State != gef.JobStaging)
+}
 
 type entry struct {
 	file string
@@ -173,7 +182,7 @@ func (o *outbox) put(env envelope) (<-chan error, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: outbox: %w", err)
 	}
-	if err := writeFileSynced(filepath.Join(o.dir, name), b); err != nil {
+	if err := writeFile(filepath.Join(o.dir, name), b, env.durable()); err != nil {
 		return nil, fmt.Errorf("agent: outbox: %w", err)
 	}
 	e := &entry{file: name, env: env, done: make(chan error, 1)}
@@ -375,7 +384,13 @@ func (o *outbox) send(ctx context.Context, env envelope) error {
 
 // writeFileSynced writes a file whole: to a temporary name, synced, then
 // renamed into place, with the directory synced so the rename lasts.
-func writeFileSynced(path string, b []byte) error {
+func writeFileSynced(path string, b []byte) error { return writeFile(path, b, true) }
+
+// writeFile writes a file whole: to a temporary name, then renamed into
+// place, so a reader never sees part of it. synced flushes the file and
+// the rename to disk, so that they outlast a crash of the machine, not
+// only of the process.
+func writeFile(path string, b []byte, synced bool) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -385,15 +400,20 @@ func writeFileSynced(path string, b []byte) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if synced {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return err
+	}
+	if !synced {
+		return nil
 	}
 	d, err := os.Open(filepath.Dir(path))
 	if err != nil {

@@ -68,6 +68,9 @@ func (t *task) stage(ctx context.Context) ([]gef.OutputFile, []string, error) {
 		todo = append(todo, f)
 	}
 	t.status.start(len(files), total, len(manifest))
+	// Largest first: a big file then uploads while the other workers take
+	// the small ones, rather than alone at the end.
+	sort.SliceStable(todo, func(i, j int) bool { return todo[i].Size > todo[j].Size })
 	for start := 0; start < len(todo); start += urlBatch {
 		batch := todo[start:min(start+urlBatch, len(todo))]
 		up, err := t.uploadBatch(ctx, batch, paths, done)

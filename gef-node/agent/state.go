@@ -31,12 +31,17 @@ const (
 	stagedFile = "staged.json"
 )
 
+// saveJSON writes v to path as JSON, whole. It is not synced to disk: what
+// it counts (chunks in the outbox, files in the object store) is already
+// kept when it is written, so losing it to a crash of the machine only
+// makes the next run redo that work, as a crash of the agent between the
+// two writes already can.
 func saveJSON(path string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return writeFileSynced(path, b)
+	return writeFile(path, b, false)
 }
 
 // loadJSON reads path into v; a missing file leaves v as it is.
