@@ -24,6 +24,7 @@ var menu = []navItem{
 	{Key: "services", Label: "Services", Path: "/services"},
 	{Key: "jobs", Label: "Jobs", Path: "/jobs"},
 	{Key: "datasets", Label: "Datasets", Path: "/datasets"},
+	{Key: "sessions", Label: "Sessions", Path: "/sessions"},
 	{Key: "nodes", Label: "Nodes", Path: "/nodes", Roles: admins},
 	{Key: "publish", Label: "Publish", Path: "/publish", Roles: maintainers},
 	{Key: "builds", Label: "Builds", Path: "/builds", Roles: maintainers},

@@ -15,6 +15,8 @@ type runData struct {
 	Newest  bool // Service is the version a run without a version gets
 	Fields  []field
 	Errors  []string // problems that concern no single field
+	// For services that answer HTTP, run as sessions.
+	SessionName, Access, NameError string
 }
 
 // runForm shows the form generated from a service's labels.
@@ -47,6 +49,10 @@ func (u *UI) run() gin.HandlerFunc {
 		}
 		// checkForm has read the posted form already.
 		req, values := jobRequest(svc, c.Request.PostForm)
+		if svc.HTTP != nil {
+			u.startSession(c, t, svc, newest, datasets, req, values)
+			return
+		}
 		job, err := u.m.Submit(c.Request.Context(), viewer(c), req)
 		if errors.Is(err, gef.ErrInvalid) {
 			byField, general := fieldErrors(svc, err)

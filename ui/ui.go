@@ -122,6 +122,8 @@ func (u *UI) Mount(r *gin.Engine) {
 	in.POST("/jobs/:id/cancel", u.checkForm, u.cancel)
 	in.POST("/jobs/:id/rerun", u.checkForm, u.rerun())
 	in.POST("/jobs/:id/visibility", u.checkForm, u.visibility)
+	in.GET("/sessions", u.sessions())
+	in.POST("/sessions/:id/stop", u.checkForm, u.stopSession)
 	in.GET("/tokens", u.tokens())
 	in.POST("/tokens", u.checkForm, u.createToken())
 	in.POST("/tokens/:id/revoke", u.checkForm, u.revokeToken)
