@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -250,6 +251,9 @@ type DigestCache struct {
 	mu      sync.Mutex
 	dir     string
 	entries map[string]cacheEntry
+	// dirty says the entries differ from the file's: a rescan of an
+	// unchanged dataset, which each job makes, writes nothing.
+	dirty bool
 }
 
 type cacheEntry struct {
@@ -303,14 +307,21 @@ func (c *DigestCache) trustworthy(st fileStamp, scanStart time.Time) bool {
 func (c *DigestCache) replace(dir string, entries map[string]cacheEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.dir, c.entries = dir, entries
+	if dir == c.dir && maps.Equal(entries, c.entries) {
+		return
+	}
+	c.dir, c.entries, c.dirty = dir, entries, true
 }
 
-// Save writes the cache to its file, atomically.
+// Save writes the cache to its file, atomically, if it changed since it
+// was loaded or last saved.
 func (c *DigestCache) Save() error {
 	c.mu.Lock()
-	cf := cacheFile{Version: cacheVersion, Dir: c.dir, Entries: c.entries}
 	defer c.mu.Unlock()
+	if !c.dirty {
+		return nil
+	}
+	cf := cacheFile{Version: cacheVersion, Dir: c.dir, Entries: c.entries}
 	if err := os.MkdirAll(filepath.Dir(c.file), 0o755); err != nil {
 		return fmt.Errorf("volumes: digest cache: %w", err)
 	}
@@ -334,6 +345,7 @@ func (c *DigestCache) Save() error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("volumes: digest cache: %w", err)
 	}
+	c.dirty = false
 	return nil
 }
 

@@ -192,6 +192,16 @@ func TestDigestCache(t *testing.T) {
 	if warm.Hashed != 0 || warm.Digest != cold.Digest {
 		t.Fatalf("warm scan: %+v, want no file hashed and digest %s", warm, cold.Digest)
 	}
+	// An unchanged dataset leaves the file alone: a job's scan writes nothing.
+	if err := os.WriteFile(cacheFile, []byte("marker"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := reopened.Save(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(cacheFile); string(b) != "marker" {
+		t.Fatalf("an unchanged cache was written again (%d bytes)", len(b))
+	}
 
 	// Same size, and the modification time put back: the change time
 	// still gives the write away.

@@ -107,6 +107,20 @@ func (t *task) execute(ctx context.Context) (gef.JobReport, error) {
 	if len(job.Argv) == 0 {
 		return t.sysErr("the job has no command to run"), nil
 	}
+	// The data's digests are taken beside the image check and the
+	// engine's create, which take longer; only the start waits for them.
+	type digestResult struct {
+		digests map[string]string
+		err     error
+	}
+	var scanned chan digestResult
+	if t.adopted == nil {
+		scanned = make(chan digestResult, 1)
+		go func() {
+			d, err := t.a.inputDigests(ctx, job)
+			scanned <- digestResult{d, err}
+		}()
+	}
 	img, noImage, err := t.image(ctx)
 	if err != nil || noImage != nil {
 		return derefReport(noImage), err
@@ -130,9 +144,6 @@ func (t *task) execute(ctx context.Context) (gef.JobReport, error) {
 		if spec, err = t.containerSpec(img); err != nil {
 			return t.sysErr("%v", err), nil
 		}
-		if digests, err = t.a.inputDigests(ctx, job); err != nil {
-			return t.sysErr("%v", err), nil
-		}
 		if id, err = rt.Create(ctx, spec.ContainerSpec); err != nil {
 			return t.sysErr("engine: %v", err), nil
 		}
@@ -140,6 +151,15 @@ func (t *task) execute(ctx context.Context) (gef.JobReport, error) {
 	t.mu.Lock()
 	t.container = id
 	t.mu.Unlock()
+	if scanned != nil {
+		// A container created for data that changed never starts; the
+		// task's cleanup removes it.
+		r := <-scanned
+		if r.err != nil {
+			return t.sysErr("%v", r.err), nil
+		}
+		digests = r.digests
+	}
 
 	ship := newShipper(t.a, job.JobID, job.Attempt, t.dir, from)
 	logsDone := make(chan error, 1)
