@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/eudat-gef/gef"
@@ -88,6 +90,64 @@ func TestConcurrentRegistrations(t *testing.T) {
 			if err := <-errs; err != nil {
 				t.Fatal(err)
 			}
+		}
+	})
+}
+
+// TestConcurrentCreates creates jobs from many goroutines at once, so they
+// are written in shared batches, with one bad job among them: it alone
+// fails, and every other job is stored whole.
+func TestConcurrentCreates(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		svc := fixture(t, s, map[string][]string{"n1": {"alpha", "beta"}})
+		dup := newJob(t, s, svc, map[string]string{"data": "alpha"})
+		const n = 200
+		errs := make([]error, n)
+		ids := make([]string, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				j := gef.Job{ID: gef.NewID(), Service: svc.Name, Version: svc.Version, ImageDigest: svc.Digest, Owner: "u1",
+					Inputs: map[string]string{"data": "alpha", "more": "beta"}, Params: map[string]any{"i": float64(i)},
+					Argv: []string{"/bin/x"}, Timestamps: gef.Timestamps{Queued: t0}, Visibility: gef.Public,
+					DatasetDigests: map[string]string{"data": fmt.Sprintf("sha256:%064d", i)}}
+				spec := gef.Assignment{ImageDigest: svc.Digest, Argv: j.Argv,
+					DatasetDigests: map[string]string{"more": fmt.Sprintf("sha256:%064d", i+1)}}
+				if i == n/2 {
+					j.ID = dup.ID // taken: this one must fail, alone
+				}
+				ids[i], errs[i] = j.ID, s.CreateJob(ctx, j, spec)
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if i == n/2 {
+				if !errors.Is(err, gef.ErrConflict) {
+					t.Fatalf("a job with a taken id: %v, want a conflict", err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("job %d: %v", i, err)
+			}
+			j, err := s.Job(ctx, ids[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.State != gef.JobQueued || len(j.Inputs) != 2 || j.Params["i"] != float64(i) || j.Visibility != gef.Public ||
+				j.DatasetDigests["data"] != fmt.Sprintf("sha256:%064d", i) {
+				t.Fatalf("job %d stored as %+v", i, j)
+			}
+			if a, err := s.Assignment(ctx, ids[i]); err != nil || a.DatasetDigests["more"] != fmt.Sprintf("sha256:%064d", i+1) {
+				t.Fatalf("job %d assignment %+v, %v", i, a, err)
+			}
+		}
+		if got, err := s.Job(ctx, dup.ID); err != nil || got.Params["n"] != 1.0 {
+			t.Fatalf("the job whose id was reused: %+v, %v", got, err)
 		}
 	})
 }

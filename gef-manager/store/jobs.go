@@ -70,34 +70,11 @@ func (s *Store) CreateJob(ctx context.Context, j gef.Job, spec gef.Assignment) e
 // CreateJobWith stores a job as CreateJob does, with its reproducibility
 // record (rerun and reuse links, pinned digests) in the same transaction.
 func (s *Store) CreateJobWith(ctx context.Context, j gef.Job, spec gef.Assignment, extra JobExtra) error {
-	params, err := json.Marshal(nonNilMap(j.Params))
+	nj, err := prepareJob(j, spec, extra)
 	if err != nil {
-		return fmt.Errorf("store: job params: %w", err)
+		return err
 	}
-	argv, err := json.Marshal(j.Argv)
-	if err != nil {
-		return fmt.Errorf("store: job argv: %w", err)
-	}
-	specJSON, err := json.Marshal(spec)
-	if err != nil {
-		return fmt.Errorf("store: job spec: %w", err)
-	}
-	return s.tx(ctx, func(tx *sqlx.Tx) error {
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO jobs (id, state, service, version, image_digest, owner, params, argv, spec, queued_at,
-				max_attempts, retry_failed, first_dataset)
-			VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-			j.ID, j.Service, j.Version, j.ImageDigest, j.Owner, string(params), string(argv), string(specJSON), micros(j.Timestamps.Queued),
-			max(j.MaxAttempts, 1), j.RetryFailed, firstDataset(j.Inputs))
-		if err != nil {
-			return fmt.Errorf("store: create job: %w", classify(err))
-		}
-		for input, dataset := range j.Inputs {
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO job_inputs (job_id, input, dataset) VALUES (?, ?, ?)`), j.ID, input, dataset); err != nil {
-				return fmt.Errorf("store: job input %q: %w", input, classify(err))
-			}
-		}
-		return s.createRepro(ctx, tx, j, spec, extra)
-	})
+	return s.createJob(ctx, nj)
 }
 
 // firstDataset is the first of a job's datasets in name order, which a

@@ -22,38 +22,8 @@ type JobExtra struct {
 	Expected []gef.OutputFile
 }
 
-// createRepro writes a new job's reproducibility record. A job created
-// final (a reuse) gets its end state and outputs here too.
-func (s *Store) createRepro(ctx context.Context, tx *sqlx.Tx, j gef.Job, spec gef.Assignment, extra JobExtra) error {
-	vis := j.Visibility
-	if vis == "" {
-		vis = gef.Private
-	}
-	var expected sql.NullString
-	if extra.Expected != nil {
-		b, err := json.Marshal(extra.Expected)
-		if err != nil {
-			return fmt.Errorf("store: expected outputs: %w", err)
-		}
-		expected = sql.NullString{String: string(b), Valid: true}
-	}
-	if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO job_repro (job_id, rerun_of, reuse_of, accept_changed_data, visibility, expected_outputs)
-		VALUES (?, ?, ?, ?, ?, ?)`), j.ID, nullString(j.RerunOf), nullString(j.ReuseOf), j.AcceptChangedData, string(vis), expected); err != nil {
-		return fmt.Errorf("store: job %s record: %w", j.ID, classify(err))
-	}
-	for input, d := range spec.DatasetDigests {
-		if _, err := tx.ExecContext(ctx, s.q(`UPDATE job_inputs SET pinned = ? WHERE job_id = ? AND input = ?`), d, j.ID, input); err != nil {
-			return fmt.Errorf("store: pin input %q: %w", input, classify(err))
-		}
-	}
-	for input, d := range j.DatasetDigests {
-		if _, err := tx.ExecContext(ctx, s.q(`UPDATE job_inputs SET digest = ? WHERE job_id = ? AND input = ?`), d, j.ID, input); err != nil {
-			return fmt.Errorf("store: input digest %q: %w", input, classify(err))
-		}
-	}
-	if !j.State.Final() {
-		return nil
-	}
+// endCreated gives a job created final (a reuse) its end state and outputs.
+func (s *Store) endCreated(ctx context.Context, tx *sqlx.Tx, j gef.Job) error {
 	var exit sql.NullInt64
 	if j.ExitCode != nil {
 		exit = sql.NullInt64{Int64: int64(*j.ExitCode), Valid: true}

@@ -42,6 +42,7 @@ type Store struct {
 	db      *sqlx.DB
 	dialect Dialect
 	dsn     string // for the notification listener's own connection
+	jobs    jobWriter
 }
 
 // Open connects to dsn and migrates the schema to the newest version. A dsn
