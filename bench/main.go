@@ -33,6 +33,9 @@ type config struct {
 	Out   string   // JSON results file; empty for none
 	Only  []string // figures to run; empty for all
 	Keep  bool     // leave the stack's files behind, for inspection
+	// ManagerPprof, if set, is the loopback address where the manager
+	// serves its runtime profiles during the run, for go tool pprof.
+	ManagerPprof string
 
 	Runs         int   // interleaved runs of a job and of `docker run`
 	DrainJobs    int   // jobs in the queue-drain figure
@@ -114,6 +117,7 @@ func parseFlags(args []string) (config, error) {
 	out := fs.String("out", "bench-results.json", "write the figures here as JSON (empty: do not)")
 	only := fs.String("only", "", "comma-separated figures to run: "+figureNames())
 	keep := fs.Bool("keep", false, "keep the stack's temporary files")
+	pprofAddr := fs.String("manager-pprof", "", "serve the manager's runtime profiles on this loopback address, e.g. 127.0.0.1:6060")
 	runs := fs.Int("runs", 0, "interleaved runs of a job and of docker run (default 30, 3 with -short)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -125,7 +129,7 @@ func parseFlags(args []string) (config, error) {
 	if *short {
 		cfg = shortConfig()
 	}
-	cfg.Out, cfg.Keep = *out, *keep
+	cfg.Out, cfg.Keep, cfg.ManagerPprof = *out, *keep, *pprofAddr
 	if *runs > 0 {
 		cfg.Runs = *runs
 	}

@@ -58,6 +58,7 @@ var managerFlags = []string{"-log-level", "warn"}
 type stack struct {
 	log     *slog.Logger
 	keep    bool
+	pprof   string // the manager's profiles' address, if any
 	dir     string // temporary files: binaries, tokens, datasets, work dirs
 	bin     string
 	db      *sql.DB // the maintenance database, to drop ours
@@ -79,7 +80,7 @@ type stack struct {
 }
 
 func newStack(ctx context.Context, cfg config, log *slog.Logger) (_ *stack, err error) {
-	s := &stack{log: log, keep: cfg.Keep}
+	s := &stack{log: log, keep: cfg.Keep, pprof: cfg.ManagerPprof}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -177,6 +178,9 @@ func (s *stack) startManager(ctx context.Context) error {
 	tokFile := filepath.Join(s.dir, "admin.token")
 	args := append([]string{"-addr", addr, "-data", filepath.Join(s.dir, "manager"), "-s3-endpoint", minioEndpoint,
 		"-s3-bucket", s.Bucket, "-admin-token-file", tokFile}, managerFlags...)
+	if s.pprof != "" {
+		args = append(args, "-pprof-addr", s.pprof)
+	}
 	s.Manager, err = s.start("gef-manager", []string{
 		"GEF_DATABASE_URL=" + s.DSN, "GEF_S3_ACCESS_KEY=" + minioAccessKey, "GEF_S3_SECRET_KEY=" + minioSecretKey,
 	}, filepath.Join(s.bin, "gef-manager"), args...)

@@ -80,7 +80,11 @@ func (m *Manager) seal(ctx context.Context, j gef.Job) (gef.Provenance, error) {
 	} else if !errors.Is(err, gef.ErrNotFound) {
 		return gef.Provenance{}, err
 	}
-	rec, err := m.record(ctx, j)
+	spec, err := m.store.Assignment(ctx, j.ID)
+	if err != nil {
+		return gef.Provenance{}, err
+	}
+	rec, err := m.record(ctx, j, spec)
 	if err != nil {
 		return gef.Provenance{}, err
 	}
@@ -88,7 +92,7 @@ func (m *Manager) seal(ctx context.Context, j gef.Job) (gef.Provenance, error) {
 	if j.State == gef.JobSucceeded && j.ReuseOf == nil {
 		// Only a run that succeeded is worth reusing, and only one that
 		// ran: a reuse points at the run it reused.
-		if key, err = m.reuseKeyOf(ctx, j); err != nil {
+		if key, err = reuseKeyOf(j, spec); err != nil {
 			return gef.Provenance{}, err
 		}
 	}
@@ -109,7 +113,7 @@ func (m *Manager) sealSoon(j gef.Job) {
 }
 
 // record assembles a final job's provenance.
-func (m *Manager) record(ctx context.Context, j gef.Job) (gef.Provenance, error) {
+func (m *Manager) record(ctx context.Context, j gef.Job, spec gef.Assignment) (gef.Provenance, error) {
 	params, err := services.CanonicalParams(j.Params)
 	if err != nil {
 		return gef.Provenance{}, err
@@ -128,10 +132,6 @@ func (m *Manager) record(ctx context.Context, j gef.Job) (gef.Provenance, error)
 	}
 	for _, input := range sortedKeys(j.Inputs) {
 		rec.Inputs = append(rec.Inputs, gef.ProvenanceInput{Input: input, Dataset: j.Inputs[input], Digest: j.DatasetDigests[input]})
-	}
-	spec, err := m.store.Assignment(ctx, j.ID)
-	if err != nil {
-		return gef.Provenance{}, err
 	}
 	for _, f := range spec.Files {
 		sum := sha256.Sum256([]byte(f.Content))
@@ -176,17 +176,13 @@ func reuseKey(image string, params []byte, digests map[string]string, files []ge
 
 // reuseKeyOf is the reuse key of a job that ran, or "" if it lacks a
 // dataset's digest.
-func (m *Manager) reuseKeyOf(ctx context.Context, j gef.Job) (string, error) {
+func reuseKeyOf(j gef.Job, spec gef.Assignment) (string, error) {
 	for input := range j.Inputs {
 		if j.DatasetDigests[input] == "" {
 			return "", nil
 		}
 	}
 	params, err := services.CanonicalParams(j.Params)
-	if err != nil {
-		return "", err
-	}
-	spec, err := m.store.Assignment(ctx, j.ID)
 	if err != nil {
 		return "", err
 	}
@@ -202,26 +198,27 @@ func (m *Manager) verdictFor(ctx context.Context, id string, r gef.JobReport) (s
 	if r.State != gef.JobSucceeded && r.State != gef.JobFailed {
 		return store.ReportExtra{}, nil
 	}
-	j, err := m.store.Job(ctx, id)
+	// Most jobs are no rerun: their record says so in one read.
+	rep, err := m.store.Repro(ctx, id)
+	if err != nil {
+		return store.ReportExtra{}, err
+	}
+	if rep.Judged || (rep.Expected == nil && rep.RerunOf == nil) {
+		return store.ReportExtra{}, nil
+	}
+	j, err := m.store.JobHead(ctx, id)
 	if errors.Is(err, gef.ErrNotFound) {
 		return store.ReportExtra{}, nil // the report itself will say so
 	}
 	if err != nil {
 		return store.ReportExtra{}, err
 	}
-	if j.Verdict != nil || j.State.Final() {
+	if j.State.Final() {
 		return store.ReportExtra{}, nil
-	}
-	rep, err := m.store.Repro(ctx, j.ID)
-	if err != nil {
-		return store.ReportExtra{}, err
 	}
 	expected := rep.Expected
 	if expected == nil {
-		if j.RerunOf == nil {
-			return store.ReportExtra{}, nil
-		}
-		orig, err := m.store.Job(ctx, *j.RerunOf)
+		orig, err := m.store.Job(ctx, *rep.RerunOf)
 		if errors.Is(err, gef.ErrNotFound) {
 			return store.ReportExtra{}, nil
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/eudat-gef/gef"
 )
@@ -148,6 +149,37 @@ func TestConcurrentCreates(t *testing.T) {
 		}
 		if got, err := s.Job(ctx, dup.ID); err != nil || got.Params["n"] != 1.0 {
 			t.Fatalf("the job whose id was reused: %+v, %v", got, err)
+		}
+	})
+}
+
+// TestManyOutputs ends a job with more output files than one statement
+// takes: every one is recorded, once, and the report stays idempotent.
+func TestManyOutputs(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		svc := fixture(t, s, map[string][]string{"n1": {"alpha"}})
+		j := newJob(t, s, svc, map[string]string{"data": "alpha"})
+		if _, err := s.ClaimJobs(ctx, "n1", 1, t0); err != nil {
+			t.Fatal(err)
+		}
+		const n = 1201
+		outs := make([]gef.OutputFile, 0, n+1)
+		for i := range n {
+			outs = append(outs, gef.OutputFile{Name: "out", Path: fmt.Sprintf("f%05d", i), Size: int64(i), SHA256: fmt.Sprint(i)})
+		}
+		outs = append(outs, outs[7]) // a file listed twice counts once
+		code := 0
+		done := gef.JobReport{State: gef.JobSucceeded, Attempt: 1, ExitCode: &code, Outputs: outs, At: t0.Add(time.Minute)}
+		for range 2 {
+			got, _, err := s.ReportJob(ctx, "n1", j.ID, done)
+			if err != nil || got.State != gef.JobSucceeded || len(got.Outputs) != n {
+				t.Fatalf("report: %d outputs, state %s, %v", len(got.Outputs), got.State, err)
+			}
+			if o := got.Outputs[n-1]; o.Path != fmt.Sprintf("f%05d", n-1) || o.Size != n-1 {
+				t.Fatalf("last output %+v", o)
+			}
 		}
 	})
 }

@@ -427,11 +427,8 @@ func (s *Store) ReportJobWith(ctx context.Context, node, id string, r gef.JobRep
 		if err != nil {
 			return fmt.Errorf("store: report job %s: %w", id, classify(err))
 		}
-		for _, o := range r.Outputs {
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO job_outputs (job_id, output, path, size, sha256) VALUES (?, ?, ?, ?, ?)
-				ON CONFLICT DO NOTHING`), id, o.Name, o.Path, o.Size, o.SHA256); err != nil {
-				return fmt.Errorf("store: job %s output: %w", id, classify(err))
-			}
+		if err := s.insertOutputs(ctx, tx, id, r.Outputs); err != nil {
+			return err
 		}
 		applied = true
 		return s.applyReportExtra(ctx, tx, id, r, extra)
@@ -441,6 +438,25 @@ func (s *Store) ReportJobWith(ctx context.Context, node, id string, r gef.JobRep
 	}
 	job, err = s.Job(ctx, id)
 	return job, applied, err
+}
+
+// insertOutputs records a job's output files, many to a statement; a
+// file recorded before is left as it is.
+func (s *Store) insertOutputs(ctx context.Context, tx *sqlx.Tx, id string, outs []gef.OutputFile) error {
+	const chunk = 500 // five arguments each, far below the databases' limits
+	for len(outs) > 0 {
+		n := min(len(outs), chunk)
+		args := make([]any, 0, 5*n)
+		for _, o := range outs[:n] {
+			args = append(args, id, o.Name, o.Path, o.Size, o.SHA256)
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO job_outputs (job_id, output, path, size, sha256) VALUES `+
+			rows(n, "(?, ?, ?, ?, ?)")+` ON CONFLICT DO NOTHING`), args...); err != nil {
+			return fmt.Errorf("store: job %s outputs: %w", id, classify(err))
+		}
+		outs = outs[n:]
+	}
+	return nil
 }
 
 // CancelJob ends a queued job at once. A job a node holds is marked for

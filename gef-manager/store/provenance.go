@@ -36,13 +36,7 @@ func (s *Store) endCreated(ctx context.Context, tx *sqlx.Tx, j gef.Job) error {
 		string(j.State), j.Reason, exit, micros(finished), j.ID); err != nil {
 		return fmt.Errorf("store: end job %s: %w", j.ID, classify(err))
 	}
-	for _, o := range j.Outputs {
-		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO job_outputs (job_id, output, path, size, sha256) VALUES (?, ?, ?, ?, ?)`),
-			j.ID, o.Name, o.Path, o.Size, o.SHA256); err != nil {
-			return fmt.Errorf("store: job %s output: %w", j.ID, classify(err))
-		}
-	}
-	return nil
+	return s.insertOutputs(ctx, tx, j.ID, j.Outputs)
 }
 
 func nullString(p *string) sql.NullString {
@@ -302,6 +296,8 @@ type JobRepro struct {
 	Limits   *gef.Limits
 	Expected []gef.OutputFile // nil unless set at creation
 	ReuseKey string
+	RerunOf  *string // the job this one repeats
+	Judged   bool    // a rerun whose verdict is in
 }
 
 // Repro returns a job's reproducibility record; a job older than it has
@@ -311,15 +307,17 @@ func (s *Store) Repro(ctx context.Context, id string) (JobRepro, error) {
 		Limits   sql.NullString `db:"limits"`
 		Expected sql.NullString `db:"expected_outputs"`
 		ReuseKey string         `db:"reuse_key"`
+		RerunOf  sql.NullString `db:"rerun_of"`
+		Verdict  sql.NullString `db:"verdict"`
 	}
-	err := s.db.GetContext(ctx, &r, s.q(`SELECT limits, expected_outputs, reuse_key FROM job_repro WHERE job_id = ?`), id)
+	err := s.db.GetContext(ctx, &r, s.q(`SELECT limits, expected_outputs, reuse_key, rerun_of, verdict FROM job_repro WHERE job_id = ?`), id)
 	if errors.Is(classify(err), gef.ErrNotFound) {
 		return JobRepro{}, nil
 	}
 	if err != nil {
 		return JobRepro{}, fmt.Errorf("store: job %s record: %w", id, classify(err))
 	}
-	out := JobRepro{ReuseKey: r.ReuseKey}
+	out := JobRepro{ReuseKey: r.ReuseKey, RerunOf: ptr(r.RerunOf), Judged: r.Verdict.Valid}
 	if r.Limits.Valid {
 		out.Limits = &gef.Limits{}
 		if err := json.Unmarshal([]byte(r.Limits.String), out.Limits); err != nil {
