@@ -21,6 +21,10 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+	dockerclient "github.com/docker/docker/client"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
@@ -190,6 +194,11 @@ type stack struct {
 	dsn     string
 	minio   testenv.MinIOConfig
 	cfg     stackConfig
+	// sessionNet is the stack's own network for session containers:
+	// Docker 20.10 can deadlock when containers of one network end at
+	// once (docs/operations.md), so tests running side by side keep theirs
+	// apart.
+	sessionNet string
 }
 
 // stackConfig varies a stack. The zero value is a manager on 127.0.0.1 on a
@@ -223,7 +232,11 @@ func newStackWith(t *testing.T, cfg stackConfig) *stack {
 	if cfg.host == "" {
 		cfg.host = "127.0.0.1"
 	}
-	s := &stack{t: t, dir: t.TempDir(), bucket: testenv.Bucket(), rt: rt, dsn: cfg.dsn, minio: mc, cfg: cfg, http: http.DefaultClient}
+	s := &stack{t: t, dir: t.TempDir(), bucket: testenv.Bucket(), rt: rt, dsn: cfg.dsn, minio: mc, cfg: cfg, http: http.DefaultClient,
+		sessionNet: randomName("gef-e2e-sessions-")}
+	// Registered before any node starts, so it runs after they stopped.
+	cli := dockerAPI(t)
+	t.Cleanup(func() { removeNetwork(t, cli, s.sessionNet) })
 	if cfg.tls != nil {
 		s.http = cfg.tls.client
 	}
@@ -241,6 +254,30 @@ func newStackWith(t *testing.T, cfg stackConfig) *stack {
 	}
 	t.Cleanup(func() { s.removeBucket() })
 	return s
+}
+
+// removeNetwork removes a network and any container a killed node left on
+// it, so that networks do not pile up until the engine has no addresses
+// left for another.
+func removeNetwork(t *testing.T, cli *dockerclient.Client, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n, err := cli.NetworkInspect(ctx, name, network.InspectOptions{})
+	if cerrdefs.IsNotFound(err) {
+		return
+	}
+	if err != nil {
+		t.Logf("network %s: %v", name, err)
+		return
+	}
+	for id := range n.Containers {
+		if err := cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			t.Logf("removing container %s from network %s: %v", id, name, err)
+		}
+	}
+	if err := cli.NetworkRemove(ctx, n.ID); err != nil && !cerrdefs.IsNotFound(err) {
+		t.Logf("removing network %s: %v", name, err)
+	}
 }
 
 // managerProc is a running gef-manager and the URL it serves.
@@ -341,7 +378,7 @@ func (s *stack) nodeArgs(url, name string, datasets map[string]string) []string 
 		t.Fatal(err)
 	}
 	args := []string{"-manager", url, "-token-file", tokFile, "-name", name,
-		"-work-dir", s.workDir(name), "-memory", "256"}
+		"-work-dir", s.workDir(name), "-memory", "256", "-session-network", s.sessionNet}
 	for ds, dir := range datasets {
 		args = append(args, "-dataset", ds+"="+dir)
 	}
