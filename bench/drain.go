@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/eudat-gef/gef"
@@ -105,42 +104,22 @@ func drainGEF(ctx context.Context, b *bench, name string, jobs int) (time.Durati
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	req := gef.JobRequest{Service: b.stack.Service.Name, Dataset: name, Reuse: new(bool)}
-	ids := make(chan string, jobs)
-	todo := make(chan struct{}, jobs)
-	for range jobs {
-		todo <- struct{}{}
-	}
-	close(todo)
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
+	ids := make([]string, jobs)
 	start := time.Now()
-	for range min(8, jobs) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range todo {
-				j, err := b.stack.Admin.Submit(ctx, req)
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					cancel()
-					return
-				}
-				ids <- j.ID
-			}
-		}()
-	}
-	wg.Wait()
-	close(ids)
-	if err := errors.Join(errs...); err != nil {
+	err := parallel(ctx, 8, jobs, func(i int) error {
+		j, err := b.stack.Admin.Submit(ctx, req)
+		if err != nil {
+			cancel()
+			return err
+		}
+		ids[i] = j.ID
+		return nil
+	})
+	if err != nil {
 		return 0, fmt.Errorf("submit: %w", err)
 	}
 	mine := map[string]bool{}
-	for id := range ids {
+	for _, id := range ids {
 		mine[id] = true
 	}
 	if err := drainWait(ctx, b.stack.Admin, name); err != nil {
@@ -230,35 +209,16 @@ func drainWait(ctx context.Context, c *client.Client, name string) error {
 func drainDirect(ctx context.Context, d *direct, jobs, conc int) (time.Duration, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	todo := make(chan struct{}, jobs)
-	for range jobs {
-		todo <- struct{}{}
-	}
-	close(todo)
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
 	start := time.Now()
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range todo {
-				if _, err := d.run(ctx); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					cancel()
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	err := parallel(ctx, conc, jobs, func(int) error {
+		if _, err := d.run(ctx); err != nil {
+			cancel()
+			return err
+		}
+		return nil
+	})
 	took := time.Since(start)
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		return 0, err
 	}
 	return took, nil
