@@ -53,7 +53,11 @@ func TestShort(t *testing.T) {
 			t.Errorf("%s: %v (%T), want a number", k, got[k], got[k])
 			continue
 		}
-		if math.IsNaN(v) || v < 0 {
+		// Differences from a baseline measured apart (the overhead in ms,
+		// dispatch beyond the engine's median create-and-start) can fall
+		// below zero on a noisy machine; the rest cannot.
+		difference := k == "job_overhead_ms" || k == "dispatch_p50_ms" || k == "dispatch_p99_ms"
+		if math.IsNaN(v) || math.IsInf(v, 0) || (v < 0 && !difference) {
 			t.Errorf("%s = %v", k, v)
 		}
 	}
